@@ -1,0 +1,3 @@
+from camelid.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,254 @@
+"""The `camelid` command. Thin: parse arguments, call a stage, print its result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from camelid.errors import CamelidError, InputError
+
+log = logging.getLogger("camelid")
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _dtype(name: str | None):
+    import torch
+
+    return None if name is None else getattr(torch, name)
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name:
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError(f"--device {name}: no CUDA device is available here; use --device cpu")
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from camelid.model.args import param_count, preset
+
+    path = Path(a.model)
+    if path.exists():
+        from camelid.formats import native
+
+        args, source = native.read_config(path), str(path)
+    else:
+        args, source = preset(a.model), "preset"
+    info = {
+        "name": a.model,
+        "source": source,
+        "params": param_count(args),
+        "non_embedding_params": param_count(args) - args.vocab_size * args.dim * (1 if args.tie_embeddings else 2),
+        "ffn_hidden": args.ffn_hidden,
+        "head_dim": args.head_size,
+        "config": args.to_dict(),
+    }
+    if a.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"{a.model}: {info['params']:,} parameters ({info['non_embedding_params']:,} non-embedding)")
+        derived = {"hidden_dim": args.ffn_hidden, "head_dim": args.head_size, "n_kv_heads": args.kv_heads}
+        for k, v in info["config"].items():
+            shown = f"{derived[k]} (derived)" if v is None and k in derived else v
+            print(f"  {k:<20} {shown}")
+    return 0
+
+
+def cmd_tokenizer_train(a: argparse.Namespace) -> int:
+    from camelid.tokenizer import load_tokenizer
+    from camelid.tokenizer.train import train_tokenizer
+
+    path = train_tokenizer(a.input, a.out, vocab_size=a.vocab_size, input_sentence_size=a.input_sentence_size)
+    tok = load_tokenizer(path)
+    print(f"wrote {path} ({tok.vocab_size} pieces)")
+    return 0
+
+
+def cmd_tokenizer_encode(a: argparse.Namespace) -> int:
+    from camelid.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(a.tokenizer)
+    ids = tok.encode(a.text, bos=not a.no_bos)
+    if a.json:
+        print(json.dumps({"ids": ids, "pieces": [tok.id_to_piece(i) for i in ids]}, ensure_ascii=False))
+    else:
+        print(" ".join(str(i) for i in ids))
+    return 0
+
+
+def _load(a: argparse.Namespace):
+    from camelid.formats import load
+
+    return load(a.model, dtype=_dtype(a.dtype), device=_device(a.device))
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from camelid.generate import SamplingParams, generate
+
+    params = SamplingParams(temperature=a.temperature, top_k=a.top_k, top_p=a.top_p)
+    loaded = _load(a)
+
+    def stream(row: int, delta: str) -> None:
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+
+    if not a.json:
+        sys.stdout.write(a.prompt)
+    results, stats = generate(
+        loaded.model,
+        loaded.tokenizer,
+        [a.prompt],
+        max_new_tokens=a.max_new_tokens,
+        params=params,
+        stop=a.stop or (),
+        seed=a.seed,
+        on_text=None if a.json else stream,
+        compile=a.compile,
+    )
+    r = results[0]
+    if a.json:
+        out = {
+            "prompt_ids": r.prompt_ids,
+            "ids": r.ids,
+            "text": r.text,
+            "logprobs": r.logprobs,
+            "finish_reason": r.finish_reason,
+            "tokens_per_s": stats.tokens_per_s,
+            "prefill_s": stats.prefill_s,
+            "decode_s": stats.decode_s,
+        }
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        sys.stdout.write("\n")
+        print(f"[{len(r.ids)} tokens, {stats.tokens_per_s:.1f} tokens/s, {r.finish_reason}]", file=sys.stderr)
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from camelid.generate import score_ids
+
+    loaded = _load(a)
+    ids = loaded.tokenizer.encode(a.text, bos=True)
+    if len(ids) < 2:
+        raise InputError("--text encodes to fewer than 2 tokens; there is nothing to score")
+    logprobs = score_ids(loaded.model, ids)
+    out = {"ids": ids, "logprobs": logprobs, "total": sum(logprobs)}
+    if a.json:
+        print(json.dumps(out))
+    else:
+        print(f"{len(logprobs)} tokens, total log-probability {out['total']:.4f}")
+    return 0
+
+
+def cmd_init(a: argparse.Namespace) -> int:
+    from camelid.formats.native import save_native
+    from camelid.model.args import preset
+    from camelid.model.transformer import build_model
+    from camelid.tokenizer import load_tokenizer
+
+    args = preset(a.preset)
+    tok = load_tokenizer(a.tokenizer)
+    if tok.vocab_size != args.vocab_size:
+        args = args.replace(vocab_size=tok.vocab_size)
+    model = build_model(args, seed=a.seed)
+    path = save_native(
+        a.out,
+        model.state_dict(),
+        args,
+        Path(a.tokenizer) / "tokenizer.model" if Path(a.tokenizer).is_dir() else a.tokenizer,
+        dtype=_dtype(a.dtype),
+    )
+    print(f"wrote {path}: randomly initialised {a.preset} (vocab {args.vocab_size}, seed {a.seed})")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from camelid.demo import run_demo
+
+    run_demo(a.out)
+    return 0
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: as stored)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="camelid", description="An open implementation of the LLaMA system.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="parameter count and configuration of a preset or checkpoint")
+    p.add_argument("model", metavar="MODEL_OR_PRESET")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    tok = sub.add_parser("tokenizer", help="train or apply a SentencePiece tokenizer")
+    tsub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
+    p = tsub.add_parser("train", help="train a BPE tokenizer the LLaMA way")
+    p.add_argument("--input", nargs="+", required=True, metavar="FILE", help="text files, one sentence per line")
+    p.add_argument("--vocab-size", type=int, default=32000)
+    p.add_argument("--input-sentence-size", type=int, default=2_000_000, help="lines sampled for training")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_tokenizer_train)
+    p = tsub.add_parser("encode", help="print the token ids of a text")
+    p.add_argument("--tokenizer", required=True, help="tokenizer.model or a directory holding one")
+    p.add_argument("--text", required=True)
+    p.add_argument("--no-bos", action="store_true")
+    p.add_argument("--json", action="store_true", help="ids and pieces as JSON")
+    p.set_defaults(func=cmd_tokenizer_encode)
+
+    p = sub.add_parser("generate", help="continue a prompt, streaming the text")
+    _model_options(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", metavar="STR", help="stop before this text (repeatable)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("score", help="log-probability of each token of a text")
+    _model_options(p)
+    p.add_argument("--text", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("init", help="write a randomly initialised checkpoint of a preset")
+    p.add_argument("preset")
+    p.add_argument("--tokenizer", required=True, help="tokenizer.model (its size sets the vocabulary)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("demo", help="tokenizer, checkpoint, score and generate end to end on this machine")
+    p.add_argument("--out", default="demo-out", metavar="DIR")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except CamelidError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

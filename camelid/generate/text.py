@@ -1,0 +1,97 @@
+"""Text in, text out: prompts as strings, stop strings, incremental (streamed) detokenization."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from camelid.generate.engine import GenerationStats, generate_ids
+from camelid.generate.sampling import SamplingParams
+from camelid.model.transformer import Transformer
+from camelid.tokenizer import Tokenizer
+
+_CONTEXT_IDS = 4  # prompt tokens decoded ahead of the continuation, so its leading space survives
+
+
+@dataclass
+class GenerationResult:
+    prompt_ids: list[int]
+    ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: str
+
+
+class TextStream:
+    """Turns one row's growing id list into text deltas, holding back partial UTF-8 and partial stop strings."""
+
+    def __init__(self, tokenizer: Tokenizer, prompt_ids: Sequence[int], stop: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.context = list(prompt_ids[-_CONTEXT_IDS:])
+        self.prefix_len = len(tokenizer.decode(self.context))
+        self.stop = [s for s in stop if s]
+        self.emitted = 0
+        self.text = ""
+        self.stopped = False
+
+    def update(self, ids: list[int]) -> str:
+        """New text that is safe to show; sets `stopped` once a stop string appears."""
+        self.text = self.tokenizer.decode(self.context + ids)[self.prefix_len :]
+        cut = min((i for i in (self.text.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text, self.stopped = self.text[:cut], True
+            safe = len(self.text)
+        else:
+            safe = len(self.text.rstrip("\ufffd"))
+            for s in self.stop:  # a suffix that may grow into a stop string waits
+                for k in range(min(len(s) - 1, safe), 0, -1):
+                    if self.text[:safe].endswith(s[:k]):
+                        safe -= k
+                        break
+        delta = self.text[self.emitted : max(safe, self.emitted)]
+        self.emitted = max(safe, self.emitted)
+        return delta
+
+
+def generate(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = 128,
+    params: SamplingParams = SamplingParams(),
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+    on_text: Callable[[int, str], None] | None = None,
+    compile: bool = False,
+) -> tuple[list[GenerationResult], GenerationStats]:
+    """Generate for several text prompts at once (left-padded batch); `on_text(row, delta)` streams output."""
+    prompt_ids = [tokenizer.encode(p, bos=True) for p in prompts]
+    streams = [TextStream(tokenizer, ids, stop) for ids in prompt_ids]
+
+    def should_stop(row: int, ids: list[int]) -> bool:
+        stream = streams[row]
+        if stream.stop or on_text is not None:
+            delta = stream.update(ids)
+            if delta and on_text is not None:
+                on_text(row, delta)
+        return stream.stopped
+
+    rows, stats = generate_ids(
+        model,
+        prompt_ids,
+        max_new_tokens,
+        params,
+        stop_ids=tokenizer.stop_ids,
+        seed=seed,
+        pad_id=tokenizer.pad_id or 0,
+        should_stop=should_stop,
+        compile=compile,
+    )
+    results = []
+    for b, row in enumerate(rows):
+        stream = streams[b]
+        stream.update(row.ids)
+        if on_text is not None and not stream.stopped and len(stream.text) > stream.emitted:
+            on_text(b, stream.text[stream.emitted :])  # flush what was held back
+        results.append(GenerationResult(prompt_ids[b], row.ids, stream.text, row.logprobs, row.finish_reason))
+    return results, stats
