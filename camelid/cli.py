@@ -169,10 +169,33 @@ def cmd_init(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(a: argparse.Namespace) -> int:
-    from camelid.demo import run_demo
+def cmd_quickstart(a: argparse.Namespace) -> int:
+    from camelid.quickstart import run_quickstart
 
-    run_demo(a.out)
+    run_quickstart(a.out, steps=a.steps, seed=a.seed)
+    return 0
+
+
+def cmd_train(a: argparse.Namespace, overrides: list[str]) -> int:
+    from camelid.config import load_config
+    from camelid.train.trainer import Trainer
+
+    cfg = load_config(a.config, overrides)
+    trainer = Trainer(cfg)
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+    if trainer.is_main:
+        print(json.dumps(summary))
+    return 0
+
+
+def cmd_convert(a: argparse.Namespace) -> int:
+    from camelid.formats.convert import convert
+
+    out = convert(a.src, a.dst, to=a.to, dtype=_dtype(a.dtype))
+    print(f"wrote {out}")
     return 0
 
 
@@ -234,19 +257,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("demo", help="tokenizer, checkpoint, score and generate end to end on this machine")
-    p.add_argument("--out", default="demo-out", metavar="DIR")
-    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser(
+        "train",
+        help="pretrain a model: camelid train CONFIG.toml [--section.key value ...]",
+        description="Pretrain with the paper's recipe. Any config value can be overridden as --section.key value; "
+        "run under `torchrun --nproc-per-node N -m camelid train ...` for several processes.",
+    )
+    p.add_argument("config", metavar="CONFIG.toml")
+    p.set_defaults(func=cmd_train, takes_overrides=True)
+
+    p = sub.add_parser("convert", help="convert a checkpoint (a training checkpoint, or any format) to another")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--to", choices=("camelid",), default="camelid")
+    p.add_argument("--dtype", choices=DTYPES)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("quickstart", help="pretrain `tiny` on Shakespeare + Python sources on this CPU (make demo)")
+    p.add_argument("--out", default="quickstart-out", metavar="DIR")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_quickstart)
+
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return args.func(args)
+        return args.func(args, extra) if getattr(args, "takes_overrides", False) else args.func(args)
     except CamelidError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

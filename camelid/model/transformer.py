@@ -51,9 +51,10 @@ class Attention(nn.Module):
         input_pos: torch.Tensor | None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        # -1 heads: under tensor parallelism each rank holds n_heads / tp of them.
+        q = self.wq(x).view(B, T, -1, self.head_dim)
+        k = self.wk(x).view(B, T, -1, self.head_dim)
+        v = self.wv(x).view(B, T, -1, self.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
         if self.kv_cache is not None:
@@ -123,20 +124,23 @@ class Transformer(nn.Module):
         if self.args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
 
+    def initial_value(self, name: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        """Initial value of parameter `name`: N(0, 0.02); wo and w2 scaled by 1/sqrt(2 * n_layers); norms 1."""
+        if name.endswith("norm.weight"):
+            return torch.ones(shape)
+        std = 0.02
+        if name.endswith(("attention.wo.weight", "feed_forward.w2.weight")):
+            std /= math.sqrt(2 * self.args.n_layers)
+        return torch.randn(shape, generator=gen, dtype=torch.float32) * std
+
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:
-        """Fill every parameter: N(0, 0.02), output projections scaled by 1/sqrt(2 * n_layers), norms 1."""
+        """Fill every parameter from a CPU generator seeded with `seed` (same values on any device)."""
         gen = torch.Generator(device="cpu")
         if seed is not None:
             gen.manual_seed(seed)
-        std = 0.02
-        proj_std = std / math.sqrt(2 * self.args.n_layers)
         for name, p in self.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-                continue
-            scale = proj_std if name.endswith(("attention.wo.weight", "feed_forward.w2.weight")) else std
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * scale)
+            p.copy_(self.initial_value(name, tuple(p.shape), gen))
 
     def setup_caches(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
         device = self.tok_embeddings.weight.device

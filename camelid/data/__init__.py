@@ -1,0 +1,1 @@
+"""Data: token shards (datatrove's .ds layout), the training loader, and the pretraining data pipeline."""

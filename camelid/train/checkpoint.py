@@ -1,0 +1,172 @@
+"""Training checkpoints with torch.distributed.checkpoint (sharded: each rank writes its own shards).
+
+A checkpoint is `run_dir/checkpoints/step-NNNNNNNN/`: the DCP files (model and optimizer), `train.json`
+(step, data-loader state, model config), `rng-rank{r}.pt` per rank and a copy of the tokenizer. It is
+written under `step-NNNNNNNN.tmp` and renamed when every rank has finished, so a crash during a save
+leaves the previous checkpoint as it was; incomplete `.tmp` directories are removed at the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from camelid.errors import CheckpointError
+from camelid.model.args import ModelArgs
+
+log = logging.getLogger(__name__)
+# A single-process run saves and loads with DCP too; its note about that is expected, not a problem.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"step-{step:08d}"
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / "train.json").is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def clean_incomplete(root: Path) -> None:
+    if _rank() == 0 and root.is_dir():
+        for p in root.glob("step-*.tmp"):
+            log.warning("removing incomplete checkpoint %s (a save was interrupted)", p)
+            shutil.rmtree(p, ignore_errors=True)
+    _barrier()
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    """Every RNG this process uses, as plain tensors so the file loads with `weights_only=True`."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_rest": torch.tensor([pos, has_gauss], dtype=torch.int64),
+        "numpy_gauss": torch.tensor(gauss, dtype=torch.float64),
+        "python": torch.tensor(py_state, dtype=torch.int64),
+        "python_meta": torch.tensor([version, py_gauss is not None], dtype=torch.int64),
+        "python_gauss": torch.tensor(py_gauss or 0.0, dtype=torch.float64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(rng: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(rng["torch"])
+    pos, has_gauss = rng["numpy_rest"].tolist()
+    keys = rng["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, pos, has_gauss, float(rng["numpy_gauss"])))
+    version, has_py_gauss = rng["python_meta"].tolist()
+    py_gauss = float(rng["python_gauss"]) if has_py_gauss else None
+    random.setstate((version, tuple(rng["python"].tolist()), py_gauss))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+
+
+def save(
+    root: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_state: dict,
+    args: ModelArgs,
+    tokenizer_file: Path | None,
+    keep: int,
+) -> Path:
+    """Write checkpoint `step` on every rank (collective), then keep only the newest `keep`."""
+    final = step_dir(root, step)
+    tmp = final.with_name(final.name + ".tmp")
+    if _rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
+    dcp.save(state, checkpoint_id=str(tmp))
+    torch.save(_rng_state(), tmp / f"rng-rank{_rank()}.pt")
+    _barrier()
+    if _rank() == 0:
+        if tokenizer_file is not None:
+            shutil.copyfile(tokenizer_file, tmp / "tokenizer.model")
+        meta = {"step": step, "model": args.to_dict(), **train_state}
+        (tmp / "train.json").write_text(json.dumps(meta, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return final
+
+
+def read_meta(path: Path) -> dict:
+    try:
+        return json.loads((path / "train.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is not a complete training checkpoint (no train.json)") from None
+
+
+def check_model(path: Path, args: ModelArgs) -> None:
+    saved = ModelArgs.from_dict(read_meta(path)["model"], source=str(path / "train.json"))
+    if saved != args:
+        diff = [
+            f"{k} {getattr(saved, k)} vs {getattr(args, k)}"
+            for k in args.to_dict()
+            if getattr(saved, k) != getattr(args, k)
+        ]
+        raise CheckpointError(
+            f"checkpoint {path} was saved for a different model shape ({', '.join(diff)}); "
+            "use the same [model] settings or a new job.run_dir"
+        )
+
+
+def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore model, optimizer and this rank's RNG state from `path`; returns train.json's contents."""
+    meta = read_meta(path)
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
+    dcp.load(state, checkpoint_id=str(path))
+    set_model_state_dict(model, state["model"])
+    set_optimizer_state_dict(model, optimizer, state["optim"])
+    rng_file = path / f"rng-rank{_rank()}.pt"
+    if rng_file.is_file():
+        _set_rng_state(torch.load(rng_file, weights_only=True))
+    return meta
+
+
+def load_model_weights(path: Path, model: torch.nn.Module) -> None:
+    """Only the model part of a training checkpoint, into a plain (unsharded) model: for export."""
+    state = {"model": get_model_state_dict(model, options=StateDictOptions(full_state_dict=False))}
+    dcp.load(state, checkpoint_id=str(path))
+    set_model_state_dict(model, state["model"])

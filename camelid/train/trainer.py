@@ -1,0 +1,360 @@
+"""The pretraining loop: the paper's recipe on one CPU or many GPUs, resumable and observable."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from camelid.config import JobConfig
+from camelid.data.loader import TokenLoader, validation_windows
+from camelid.errors import CamelidError, ConfigError
+from camelid.model.args import ModelArgs, preset
+from camelid.model.transformer import Transformer
+from camelid.parallel import (
+    build_mesh,
+    dp_rank,
+    grad_norm_and_clip,
+    init_distributed,
+    init_weights,
+    parallelize,
+    resolve_dims,
+)
+from camelid.train import checkpoint
+from camelid.train.metrics import (
+    MetricsWriter,
+    PowerMeter,
+    detect_peak_tflops,
+    flops_per_token,
+    memory_gb,
+    plot_loss_curve,
+    read_metrics,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(CamelidError):
+    """Too many steps in a row had a non-finite loss or gradient."""
+
+
+def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to `peak`, then cosine decay to `min_ratio * peak` at the last step (the paper's schedule)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def model_args(cfg: JobConfig) -> ModelArgs:
+    args = preset(cfg.model.preset)
+    try:
+        return args.replace(**cfg.model.overrides) if cfg.model.overrides else args
+    except TypeError as e:
+        raise ConfigError(f"bad [model] override: {e}") from None
+
+
+@dataclass
+class BatchPlan:
+    global_seqs: int
+    per_dp: int
+    accum: int
+    steps: int
+
+
+def plan_batches(cfg: JobConfig, dp: int) -> BatchPlan:
+    t, seq = cfg.training, cfg.data.seq_len
+    global_seqs, rest = divmod(t.global_batch_tokens, seq)
+    if rest or global_seqs == 0:
+        raise ConfigError(
+            f"training.global_batch_tokens ({t.global_batch_tokens}) must be a positive multiple of "
+            f"data.seq_len ({seq})"
+        )
+    per_dp, rest = divmod(global_seqs, dp)
+    if rest:
+        raise ConfigError(
+            f"training.global_batch_tokens gives {global_seqs} sequences per step, not divisible by the "
+            f"{dp} data-parallel ranks"
+        )
+    accum, rest = divmod(per_dp, t.micro_batch)
+    if rest or accum == 0:
+        raise ConfigError(
+            f"training.micro_batch ({t.micro_batch}) must divide the {per_dp} sequences each data-parallel "
+            "rank gets per step (training.global_batch_tokens / data.seq_len / data-parallel ranks)"
+        )
+    steps = t.steps or math.ceil(t.tokens / t.global_batch_tokens)
+    if steps <= 0:
+        raise ConfigError("set training.steps or training.tokens to a positive number")
+    return BatchPlan(global_seqs, per_dp, accum, steps)
+
+
+class Trainer:
+    def __init__(self, cfg: JobConfig) -> None:
+        self.cfg = cfg
+        t = cfg.training
+        want = t.device if t.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if want not in ("cpu", "cuda"):
+            raise ConfigError(f"training.device must be auto, cpu or cuda, got {t.device!r}")
+        if want == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("training.device is 'cuda' but no CUDA device is available")
+        self.rank, self.world = init_distributed(want)
+        self.device = torch.device("cuda", torch.cuda.current_device()) if want == "cuda" else torch.device("cpu")
+        self.dims = resolve_dims(cfg.parallel, self.world)
+        self.args = model_args(cfg)
+        if cfg.data.seq_len > self.args.max_seq_len:
+            raise ConfigError(
+                f"data.seq_len ({cfg.data.seq_len}) exceeds the model's max_seq_len ({self.args.max_seq_len})"
+            )
+        self.plan = plan_batches(cfg, self.dims.dp)
+        for i, src in enumerate(cfg.data.train):
+            if set(src) - {"path", "weight"} or "path" not in src:
+                raise ConfigError(f"data.train[{i}] must be {{path = ..., weight = ...}}, got {src!r}")
+        self.loader = TokenLoader([(s["path"], s.get("weight", 1.0)) for s in cfg.data.train], cfg.data.seq_len, t.seed)
+        self.tokenizer_file = Path(cfg.data.tokenizer) if cfg.data.tokenizer else None
+        if self.tokenizer_file is not None and not self.tokenizer_file.is_file():
+            raise ConfigError(f"data.tokenizer {self.tokenizer_file} does not exist")
+        self.run_dir = Path(cfg.job.run_dir)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.mesh = build_mesh(self.dims, self.device.type)
+        self.dp_rank = dp_rank(self.mesh)
+        self.model = self._build_model()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = self._build_optimizer()
+        self.step = 0
+        self.nonfinite = 0
+        self.is_main = self.rank == 0
+        self.writer: MetricsWriter | None = None
+        self.power = PowerMeter(cfg.metrics.device_power_w, self.world)
+        self.peak_flops = detect_peak_tflops(cfg.metrics.peak_tflops) * 1e12
+        self.flops_per_token = flops_per_token(self.args, cfg.data.seq_len)
+
+    # -- construction ---------------------------------------------------------------------------------------
+
+    def _build_model(self) -> Transformer:
+        t = self.cfg.training
+        with torch.device("meta"):
+            model = Transformer(self.args)
+        fsdp_bf16 = t.precision == "bf16-autocast" and self.dims.dp_shard > 1
+        parallelize(
+            model, self.mesh, self.dims, t.activation_checkpointing, t.compile, torch.bfloat16 if fsdp_bf16 else None
+        )
+        model.to_empty(device=self.device)
+        model.tie_weights()
+        init_weights(model, t.seed)
+        if t.precision == "bf16":
+            model.to(torch.bfloat16)
+        # FSDP2 casts parameters itself; otherwise bf16-autocast runs the matmuls under torch.autocast.
+        self.autocast = t.precision == "bf16-autocast" and not fsdp_bf16
+        return model.train()
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optimizer
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused)
+
+    # -- one step -------------------------------------------------------------------------------------------
+
+    def forward_loss(self, tokens: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Next-token cross-entropy of a (B, T + 1) block: the mean, or per sequence with reduction='row'."""
+        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        with ctx:
+            logits = self.model(tokens[:, :-1])
+        if reduction == "row":
+            losses = F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")
+            return losses.mean(dim=1)
+        return F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+
+    def _all_mean(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(x)  # gloo has no AVG; every rank of a TP group holds the same value
+            x = x / self.world
+        return x
+
+    def train_step(self) -> dict:
+        o, plan = self.cfg.optimizer, self.plan
+        mb = self.cfg.training.micro_batch
+        lr = lr_at(self.step, o.lr, o.warmup_steps, plan.steps, o.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.loader.next_batch(plan.global_seqs, self.dp_rank * plan.per_dp, plan.per_dp)
+        tokens = torch.from_numpy(batch).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        for i in range(plan.accum):
+            if self.dims.dp_shard > 1:
+                self.model.set_requires_gradient_sync(i == plan.accum - 1)
+            loss = self.forward_loss(tokens[i * mb : (i + 1) * mb])
+            (loss / plan.accum).backward()
+            loss_sum += loss.detach()
+        loss = self._all_mean(loss_sum / plan.accum)
+        norm = grad_norm_and_clip(self.params, o.grad_clip)
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(norm))
+        if finite:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"loss": float(loss), "grad_norm": float(norm), "lr": lr, "finite": finite}
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Mean validation loss (nats/token) over the first `metrics.val_batches * micro_batch` windows of
+        data.val; the same windows whatever the parallelism, split across data-parallel ranks."""
+        if not self.cfg.data.val:
+            return None
+        mb, dp = self.cfg.training.micro_batch, self.dims.dp
+        windows = torch.from_numpy(
+            validation_windows(self.cfg.data.val, self.cfg.data.seq_len, self.cfg.metrics.val_batches * mb)
+        )
+        n = len(windows)
+        per_rank = math.ceil(n / dp)  # every rank runs as many forwards as the others (FSDP needs that)
+        idx = torch.arange(per_rank) * dp + self.dp_rank
+        weight = (idx < n).double().to(self.device)
+        mine = windows[idx.clamp(max=n - 1)].to(self.device)
+        self.model.eval()
+        sums = torch.zeros(2, device=self.device, dtype=torch.float64)
+        for i in range(0, per_rank, mb):
+            rows = self.forward_loss(mine[i : i + mb], reduction="row").double()
+            sums[0] += (rows * weight[i : i + mb]).sum()
+            sums[1] += weight[i : i + mb].sum()
+        self.model.train()
+        if self.world > 1:
+            dist.all_reduce(sums)  # tensor-parallel peers add the same numbers to both sums
+        return float(sums[0] / sums[1])
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+
+    def maybe_resume(self) -> None:
+        checkpoint.clean_incomplete(self.ckpt_root)
+        found = checkpoint.list_checkpoints(self.ckpt_root)
+        if not found or not self.cfg.checkpoint.resume:
+            return
+        path = found[-1]
+        checkpoint.check_model(path, self.args)
+        meta = checkpoint.load(path, self.model, self.optimizer)
+        self.loader.load_state_dict(meta["loader"])
+        self.step = int(meta["step"])
+        self.power.joules = float(meta.get("energy_j", 0.0))
+        metrics = self.run_dir / "metrics.jsonl"
+        if self.is_main and metrics.is_file():  # drop what the interrupted run logged after this checkpoint
+            kept = [r for r in read_metrics(metrics) if r.get("step", 0) <= self.step]
+            metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def save_checkpoint(self) -> Path:
+        state = {"loader": self.loader.state_dict(), "energy_j": self.power.joules, "config": self.cfg.to_dict()}
+        return checkpoint.save(
+            self.ckpt_root,
+            self.step,
+            self.model,
+            self.optimizer,
+            state,
+            self.args,
+            self.tokenizer_file,
+            self.cfg.checkpoint.keep,
+        )
+
+    # -- the loop -------------------------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        cfg, plan = self.cfg, self.plan
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        self.maybe_resume()
+        self.writer = MetricsWriter(self.run_dir, self.is_main, cfg.metrics.tensorboard)
+        val_start = None
+        if self.step == 0 and cfg.data.val:
+            val_start = self.evaluate()
+            self.writer.write({"kind": "val", "step": 0, "val_loss": val_start})
+        tokens_per_step = plan.global_seqs * cfg.data.seq_len
+        bar = None
+        if self.is_main and cfg.metrics.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=plan.steps, initial=self.step, desc=cfg.job.name, unit="step", file=sys.stderr, dynamic_ncols=True
+            )
+        last_val = None
+        t_log, steps_since_log = time.perf_counter(), 0
+        self.power.tick()
+        while self.step < plan.steps:
+            m = self.train_step()
+            self.power.tick()
+            steps_since_log += 1
+            if not m["finite"]:
+                self.nonfinite += 1
+                self.writer.write({"kind": "skip", "step": self.step, "loss": m["loss"], "grad_norm": m["grad_norm"]})
+                log.warning(
+                    "step %d: non-finite loss %s or grad norm %s; update skipped", self.step, m["loss"], m["grad_norm"]
+                )
+                if self.nonfinite >= cfg.training.max_nonfinite_steps:
+                    good = checkpoint.list_checkpoints(self.ckpt_root)
+                    where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was saved yet"
+                    raise TrainingDivergedError(
+                        f"{self.nonfinite} steps in a row had a non-finite loss or gradient (last at step "
+                        f"{self.step}); training stopped, {where}"
+                    )
+            else:
+                self.nonfinite = 0
+            last = self.step == plan.steps
+            if m["finite"] and (self.step % cfg.metrics.log_interval == 0 or last):
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                dt = time.perf_counter() - t_log
+                tps = tokens_per_step * steps_since_log / dt
+                record = {
+                    "kind": "train",
+                    "step": self.step,
+                    "loss": m["loss"],
+                    "lr": m["lr"],
+                    "grad_norm": m["grad_norm"],
+                    "tokens": self.step * tokens_per_step,
+                    "tokens_per_s": tps,
+                    "memory_gb": memory_gb(),
+                    "epochs": self.loader.epochs(),
+                    **self.power.report(cfg.metrics.pue, cfg.metrics.co2_t_per_mwh),
+                }
+                if self.peak_flops:
+                    record["mfu"] = tps * self.flops_per_token / (self.peak_flops * self.world)
+                self.writer.write(record)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{tps:,.0f}")
+                t_log, steps_since_log = time.perf_counter(), 0
+            if cfg.data.val and (last or (cfg.metrics.val_interval and self.step % cfg.metrics.val_interval == 0)):
+                last_val = self.evaluate()
+                self.writer.write({"kind": "val", "step": self.step, "val_loss": last_val})
+                t_log = time.perf_counter()
+            if cfg.checkpoint.interval and (self.step % cfg.checkpoint.interval == 0 or last):
+                self.save_checkpoint()
+                t_log = time.perf_counter()
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        self.writer.close()
+        summary = {
+            "steps": self.step,
+            "val_loss_start": val_start,
+            "val_loss": last_val,
+            **self.power.report(cfg.metrics.pue, cfg.metrics.co2_t_per_mwh),
+        }
+        if self.is_main:
+            records = read_metrics(self.run_dir / "metrics.jsonl")
+            plot_loss_curve(self.run_dir / "loss_curve.png", records, f"{cfg.job.name}: {cfg.model.preset}")
+        return summary
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
