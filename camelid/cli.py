@@ -32,13 +32,11 @@ def _device(name: str | None) -> str:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
+    from camelid.formats import EMBEDDED, read_args
     from camelid.model.args import param_count, preset
 
-    path = Path(a.model)
-    if path.exists():
-        from camelid.formats import native
-
-        args, source = native.read_config(path), str(path)
+    if a.model in EMBEDDED or Path(a.model).exists():
+        source, args = read_args(a.model)
     else:
         args, source = preset(a.model), "preset"
     info = {
@@ -131,11 +129,45 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chat(a: argparse.Namespace) -> int:
+    from camelid.generate import SamplingParams
+    from camelid.generate.chat import ChatSession
+
+    loaded = _load(a)
+    session = ChatSession(
+        loaded.model,
+        loaded.tokenizer,
+        template=loaded.chat_template,
+        system=a.system,
+        params=SamplingParams(temperature=a.temperature, top_p=a.top_p),
+        max_new_tokens=a.max_new_tokens,
+        seed=a.seed,
+    )
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"chatting with {a.model} ({loaded.format}); /reset clears the history, /exit or Ctrl-D quits")
+    while True:
+        if interactive:
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            return 0
+        if line.strip() == "/reset":
+            session.reset()
+            continue
+        if not line.strip():
+            continue
+        session.send(line.rstrip("\n"), on_text=lambda d: (sys.stdout.write(d), sys.stdout.flush()))
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
+
 def cmd_score(a: argparse.Namespace) -> int:
     from camelid.generate import score_ids
 
     loaded = _load(a)
-    ids = loaded.tokenizer.encode(a.text, bos=True)
+    ids = loaded.tokenizer.encode(a.text)
     if len(ids) < 2:
         raise InputError("--text encodes to fewer than 2 tokens; there is nothing to score")
     logprobs = score_ids(loaded.model, ids)
@@ -194,13 +226,20 @@ def cmd_train(a: argparse.Namespace, overrides: list[str]) -> int:
 def cmd_convert(a: argparse.Namespace) -> int:
     from camelid.formats.convert import convert
 
-    out = convert(a.src, a.dst, to=a.to, dtype=_dtype(a.dtype))
+    out = convert(a.src, a.dst, to=a.to, dtype=_dtype(a.dtype), shards=a.shards, quant=a.quant)
     print(f"wrote {out}")
     return 0
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint directory")
+    from camelid.formats import DEFAULT_MODEL
+
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a checkpoint (camelid, Hugging Face or Meta directory, or .gguf file) or an embedded model name "
+        f"(default: {DEFAULT_MODEL})",
+    )
     p.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: as stored)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
 
@@ -243,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_generate)
 
+    p = sub.add_parser("chat", help="an interactive chat with the model's own chat template")
+    _model_options(p)
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_chat)
+
     p = sub.add_parser("score", help="log-probability of each token of a text")
     _model_options(p)
     p.add_argument("--text", required=True)
@@ -269,8 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a checkpoint (a training checkpoint, or any format) to another")
     p.add_argument("src")
     p.add_argument("dst")
-    p.add_argument("--to", choices=("camelid",), default="camelid")
-    p.add_argument("--dtype", choices=DTYPES)
+    p.add_argument("--to", choices=("camelid", "meta", "hf", "gguf"), default="camelid")
+    p.add_argument("--dtype", choices=DTYPES, help="convert the weights to this dtype")
+    p.add_argument("--shards", type=int, default=1, help="model-parallel shards for --to meta")
+    p.add_argument("--quant", choices=("F32", "F16", "BF16", "Q8_0"), help="tensor type for --to gguf")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("quickstart", help="pretrain `tiny` on Shakespeare + Python sources on this CPU (make demo)")

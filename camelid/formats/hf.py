@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -160,3 +161,85 @@ def from_hf_config(cfg: dict[str, Any], source: str = "config.json") -> ModelArg
         )
     except KeyError as e:
         raise CheckpointError(f"{source}: missing key {e.args[0]!r}") from None
+
+
+def load_hf(path: Path) -> tuple[ModelArgs, dict[str, torch.Tensor]]:
+    """A Hugging Face Llama directory: config.json plus model.safetensors, or shards listed in its index."""
+    import json
+
+    from camelid.formats.safetensors_io import load_file
+
+    cfg_path = path / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
+    if cfg.get("model_type") not in ("llama", "mistral", None) and "LlamaForCausalLM" not in cfg.get(
+        "architectures", []
+    ):
+        raise CheckpointError(f"{cfg_path}: model_type {cfg.get('model_type')!r} is not a Llama architecture")
+    args = from_hf_config(cfg, str(cfg_path))
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (path / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise CheckpointError(f"{path} holds neither model.safetensors nor model.safetensors.index.json")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(path / f))
+    return args, from_hf_state_dict(state, args, str(path))
+
+
+def save_hf(
+    path: Path,
+    state: dict[str, torch.Tensor],
+    args: ModelArgs,
+    tokenizer_file: Path | None,
+    max_shard_bytes: int = 5 * 2**30,
+) -> Path:
+    """Write config.json and safetensors (sharded with an index past `max_shard_bytes`), atomically."""
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    from camelid.formats.safetensors_io import save_file
+
+    hf_state = to_hf_state_dict(state, args)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in hf_state.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        cfg = to_hf_config(args)
+        cfg["torch_dtype"] = str(next(iter(hf_state.values())).dtype).removeprefix("torch.")
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+        if len(shards) == 1:
+            save_file(shards[0], tmp / "model.safetensors", metadata={"format": "pt"})
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards):
+                name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, tmp / name, metadata={"format": "pt"})
+                weight_map.update({k: name for k in shard})
+            total = sum(t.numel() * t.element_size() for t in hf_state.values())
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        if tokenizer_file is not None:
+            shutil.copyfile(tokenizer_file, tmp / tokenizer_file.name)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

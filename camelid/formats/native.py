@@ -87,14 +87,20 @@ def save_native(
     return path
 
 
+def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape for a model of `args` (tied embeddings store no `output.weight`)."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Transformer(args).state_dict().items()}
+    if args.tie_embeddings:
+        expected.pop("output.weight")
+    return expected
+
+
 def load_state(path: Path, args: ModelArgs) -> dict[str, torch.Tensor]:
     """The mmap'd weights of a checkpoint, checked tensor by tensor against the shapes `args` implies."""
     weights = path / WEIGHTS
     state = load_file(weights)
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in Transformer(args).state_dict().items()}
-    if args.tie_embeddings:
-        expected.pop("output.weight")
+    expected = expected_shapes(args)
     for name in expected:
         if name not in state:
             raise CheckpointError(f"{weights}: missing tensor {name!r}")

@@ -65,7 +65,7 @@ def generate(
     compile: bool = False,
 ) -> tuple[list[GenerationResult], GenerationStats]:
     """Generate for several text prompts at once (left-padded batch); `on_text(row, delta)` streams output."""
-    prompt_ids = [tokenizer.encode(p, bos=True) for p in prompts]
+    prompt_ids = [tokenizer.encode(p) for p in prompts]
     streams = [TextStream(tokenizer, ids, stop) for ids in prompt_ids]
 
     def should_stop(row: int, ids: list[int]) -> bool:

@@ -96,6 +96,7 @@ class SentencePieceTokenizer:
         self.pad_id = model.pad_id if model.pad_id >= 0 else None
         self.unk_id = model.unk_id
         self.stop_ids = {self.eos_id} if self.eos_id is not None else set()
+        self.add_bos = True  # LLaMA's convention: every sequence starts with <s>
         # Pieces that BPE may merge into (sentencepiece's `pieces_`); control, unknown and byte pieces are not.
         self._merge_vocab = {
             p: i for i, (p, t) in enumerate(zip(model.pieces, model.types)) if t not in (CONTROL, UNKNOWN, BYTE)
@@ -153,7 +154,8 @@ class SentencePieceTokenizer:
             text += space
         return text
 
-    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+    def encode(self, text: str, bos: bool | None = None, eos: bool = False) -> list[int]:
+        """Token ids of `text`; `bos` defaults to the tokenizer's own convention (`add_bos`)."""
         if self._library is not None:
             ids = list(self._library.encode(text))
         else:
@@ -169,7 +171,7 @@ class SentencePieceTokenizer:
                 ids.extend(cached)
             if not self.model.byte_fallback:  # sentencepiece merges runs of unknown characters into one
                 ids = [t for k, t in enumerate(ids) if not (t == self.unk_id and k and ids[k - 1] == self.unk_id)]
-        if bos and self.bos_id is not None:
+        if (self.add_bos if bos is None else bos) and self.bos_id is not None:
             ids.insert(0, self.bos_id)
         if eos and self.eos_id is not None:
             ids.append(self.eos_id)
