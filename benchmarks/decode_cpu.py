@@ -1,8 +1,9 @@
 """Batch-1 decode speed on the CPU: camelid, llama.cpp and transformers on the same SmolLM2-135M weights.
 
 128 new tokens after a short prompt, greedy, with 1 and 2 threads, each measured in this one process.
-camelid and transformers run the Q4_1 file's weights dequantized to fp32; llama.cpp runs the Q4_1 file
-itself and an F32 GGUF that camelid writes from it. Then a torch.profiler table of where camelid's decode
+camelid and transformers run the Q4_1 file's weights dequantized to fp32 (camelid also in bf16, and with
+its decode step compiled; compile time is excluded); llama.cpp runs the Q4_1 file itself and an F32 GGUF
+that camelid writes from it. Then a torch.profiler table of where camelid's decode
 time goes. Results go to benchmarks/results/decode_cpu_DATE.json.
 
     PYTHONPATH=. python benchmarks/decode_cpu.py
@@ -80,13 +81,18 @@ def main() -> int:
     }
     q4 = resolve("smollm2-135m")
     loaded = load(q4)
+    loaded_bf16 = load(q4, dtype=torch.bfloat16)
     ids = loaded.tokenizer.encode(PROMPT)
     with tempfile.TemporaryDirectory() as tmp:
         f32 = convert(q4, Path(tmp) / "f32.gguf", to="gguf", quant="F32")
         hf = convert(q4, Path(tmp) / "hf", to="hf")
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            row = {"camelid_fp32": camelid_decode(loaded, ids)}
+            row = {
+                "camelid_fp32": camelid_decode(loaded, ids),
+                "camelid_fp32_compiled": camelid_decode(loaded, ids, compile_=True),
+                "camelid_bf16": camelid_decode(loaded_bf16, ids),
+            }
             try:
                 row["llama_cpp_q4_1"] = llama_cpp_decode(q4, ids, threads)
                 row["llama_cpp_f32"] = llama_cpp_decode(f32, ids, threads)

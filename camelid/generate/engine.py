@@ -111,6 +111,8 @@ def generate_ids(
     B, P = len(prompts), max(len(p) for p in prompts)
     max_new_tokens = min(max_new_tokens, ctx - P)
     cache_len = P + max_new_tokens
+    if compile:  # a few cache sizes (powers of two) so later calls reuse the compiled decode step
+        cache_len = min(ctx, max(256, 1 << (cache_len - 1).bit_length()))
     tokens = torch.full((B, P), pad_id, dtype=torch.long, device=device)
     for b, p in enumerate(prompts):
         tokens[b, P - len(p) :] = torch.tensor(list(p), dtype=torch.long)
