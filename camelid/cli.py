@@ -163,6 +163,22 @@ def cmd_chat(a: argparse.Namespace) -> int:
         sys.stdout.flush()
 
 
+def cmd_eval(a: argparse.Namespace) -> int:
+    from camelid.eval.harness import markdown, run_tasks, write_report
+    from camelid.eval.lm import Evaluator
+
+    loaded = _load(a)
+    ev = Evaluator(loaded.model, loaded.tokenizer, batch_size=a.batch_size)
+    tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
+    data_dir = Path(a.data_dir) if a.data_dir else None
+    results = run_tasks(ev, tasks, shots=a.shots, limit=a.limit, data_dir=data_dir)
+    print(markdown(a.model, results))
+    if a.json:
+        write_report(Path(a.json), a.model, results)
+        print(f"wrote {a.json} and {Path(a.json).with_suffix('.md')}")
+    return 0
+
+
 def cmd_score(a: argparse.Namespace) -> int:
     from camelid.generate import score_ids
 
@@ -290,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("eval", help="benchmarks with the paper's protocol (mmlu, humaneval, ppl:FILE)")
+    _model_options(p)
+    p.add_argument("--tasks", required=True, help="comma-separated: mmlu, humaneval, ppl:PATH")
+    p.add_argument("--shots", type=int, default=5)
+    p.add_argument("--limit", type=int, default=None, help="MMLU: items per subject; HumanEval: problems")
+    p.add_argument("--data-dir", help="a directory holding the benchmark files (else the PyPI packages' copies)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--json", metavar="OUT", help="write results to OUT (JSON) and OUT with .md (Markdown)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("score", help="log-probability of each token of a text")
     _model_options(p)

