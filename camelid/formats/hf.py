@@ -201,10 +201,9 @@ def save_hf(
 ) -> Path:
     """Write config.json and safetensors (sharded with an index past `max_shard_bytes`), atomically."""
     import json
-    import os
     import shutil
-    import tempfile
 
+    from camelid.formats.atomic import atomic_directory
     from camelid.formats.safetensors_io import save_file
 
     hf_state = to_hf_state_dict(state, args)
@@ -217,9 +216,7 @@ def save_hf(
             size = 0
         shards[-1][name] = t
         size += nbytes
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
+    with atomic_directory(path) as tmp:
         cfg = to_hf_config(args)
         cfg["torch_dtype"] = str(next(iter(hf_state.values())).dtype).removeprefix("torch.")
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -236,10 +233,4 @@ def save_hf(
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
         if tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / tokenizer_file.name)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path

@@ -8,15 +8,14 @@ that would run code is refused, never executed.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from camelid.errors import CheckpointError
+from camelid.formats.atomic import atomic_directory
 from camelid.model.args import ModelArgs, RopeScaling
 
 _DIM0 = (
@@ -155,9 +154,7 @@ def save_meta(
     if args.rope_scaling is not None:
         params["use_scaled_rope"] = True
         params["rope_scaling_factor"] = args.rope_scaling.factor
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
+    with atomic_directory(path) as tmp:
         (tmp / "params.json").write_text(json.dumps(params, indent=2))
         for r in range(shards):
             part = {}
@@ -167,10 +164,4 @@ def save_meta(
             torch.save(part, tmp / f"consolidated.{r:02d}.pth")
         if tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.model")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path

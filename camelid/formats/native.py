@@ -8,14 +8,13 @@ renames it into place, so a crash never leaves a half-written checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from camelid.errors import CheckpointError
+from camelid.formats.atomic import atomic_directory
 from camelid.formats.safetensors_io import load_file, save_file
 from camelid.model.args import ModelArgs
 from camelid.model.transformer import Transformer
@@ -62,9 +61,7 @@ def save_native(
             continue
         tensors[name] = t.to(dtype) if dtype is not None else t
     any_dtype = next(iter(tensors.values())).dtype
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
+    with atomic_directory(path) as tmp:
         save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
         shutil.copyfile(tokenizer_file, tmp / TOKENIZER)
         config = {
@@ -74,16 +71,6 @@ def save_native(
             "dtype": str(any_dtype).removeprefix("torch."),
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
