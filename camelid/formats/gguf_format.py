@@ -111,13 +111,23 @@ def _tensor(t, path: Path, dtype: torch.dtype) -> torch.Tensor:
     if kind not in READ_TYPES:
         raise CheckpointError(f"{path}: tensor {t.name} has type {kind}; camelid reads {', '.join(READ_TYPES)}")
     shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # GGUF lists dims innermost first
-    if kind in ("F32", "F16"):
-        arr = torch.from_numpy(np.array(t.data).reshape(shape))  # a copy: the mmap is read-only
-    elif kind == "BF16":
-        arr = torch.from_numpy(np.array(t.data).view(np.int16).reshape(shape)).view(torch.bfloat16)
-    else:
-        arr = torch.from_numpy(gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(shape))
-    return arr.to(dtype)
+    data = t.data  # a view of the mmap'd file: (rows, bytes per row) for quantized types
+    out = torch.empty(shape, dtype=dtype)
+    flat_rows = out.view(-1, shape[-1]) if out.dim() > 1 else out.view(1, -1)
+    rows = flat_rows.shape[0]
+    src = np.asarray(data).reshape(rows, -1)
+    # Convert a few rows at a time, so the only transient memory is one chunk in fp32, never the whole tensor.
+    step = max(1, (1 << 22) // max(1, shape[-1]))
+    for r in range(0, rows, step):
+        block = np.array(src[r : r + step])  # a copy: the mmap is read-only
+        if kind == "BF16":
+            chunk = torch.from_numpy(block.view(np.int16)).view(torch.bfloat16)
+        elif kind in ("F32", "F16"):
+            chunk = torch.from_numpy(block)
+        else:
+            chunk = torch.from_numpy(gguf.quants.dequantize(block, t.tensor_type))
+        flat_rows[r : r + step] = chunk.reshape(-1, flat_rows.shape[1]).to(dtype)
+    return out
 
 
 def read_state(reader, path: Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
