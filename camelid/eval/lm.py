@@ -67,11 +67,12 @@ class Evaluator:
             x = torch.zeros((len(idx), width), dtype=torch.long, device=self.device)
             for r, i in enumerate(idx):
                 x[r, : len(unique[i])] = torch.tensor(unique[i])  # right padding: causal attention ignores it
-            logp = torch.log_softmax(self.model(x).float(), dim=-1)
+            logits = self.model(x)
             for r, i in enumerate(idx):
                 for k in needed[i]:
                     _, start, cont = plan[k]
-                    lp = logp[r, start : start + len(cont)]
+                    # normalize only the continuation's rows: a (B, T, V) log-softmax is gigabytes at MMLU lengths
+                    lp = torch.log_softmax(logits[r, start : start + len(cont)].float(), dim=-1)
                     target = torch.tensor(cont, device=self.device)
                     results[k] = (float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all()))
         return results  # type: ignore[return-value]
