@@ -52,6 +52,19 @@ def time_steps(step, steps: int, device: str) -> tuple[float, float]:
     return warm, (time.perf_counter() - t0) / steps
 
 
+def result_row(args, seq: int, mb: int, warm: float, dt: float, device: str) -> dict:
+    """tokens/s and MFU (shared/bench's convention) of one measured configuration."""
+    tok_s = mb * seq / dt
+    peak_mem = torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else float("nan")
+    return {
+        "tok_s": tok_s,
+        "mfu_989": tok_s * flops_per_token(args, seq) / PEAK,
+        "step_s": dt,
+        "warmup_s": warm,
+        "peak_mem_GB": peak_mem,
+    }
+
+
 def random_shards(root: Path, vocab: int, tokens: int) -> Path:
     rng = np.random.default_rng(0)
     write_documents(root / "part_00000.ds", [rng.integers(3, vocab, tokens).tolist()], vocab)
@@ -94,16 +107,9 @@ def camelid_run(name: str, seq: int, mb: int, compile_: bool, steps: int, device
         ]
         trainer = Trainer(load_config(None, overrides))
         warm, dt = time_steps(trainer.train_step, steps, device)
-        peak_mem = torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else float("nan")
+        row = result_row(args, seq, mb, warm, dt, device)
         del trainer
-    tok_s = mb * seq / dt
-    return {
-        "tok_s": tok_s,
-        "mfu_989": tok_s * flops_per_token(args, seq) / PEAK,
-        "step_s": dt,
-        "warmup_s": warm,
-        "peak_mem_GB": peak_mem,
-    }
+    return row
 
 
 def hf_run(name: str, seq: int, mb: int, compile_: bool, steps: int, device: str) -> dict:
@@ -138,15 +144,7 @@ def hf_run(name: str, seq: int, mb: int, compile_: bool, steps: int, device: str
         opt.zero_grad(set_to_none=True)
 
     warm, dt = time_steps(step, steps, device)
-    peak_mem = torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else float("nan")
-    tok_s = mb * seq / dt
-    return {
-        "tok_s": tok_s,
-        "mfu_989": tok_s * flops_per_token(a, seq) / PEAK,
-        "step_s": dt,
-        "warmup_s": warm,
-        "peak_mem_GB": peak_mem,
-    }
+    return result_row(a, seq, mb, warm, dt, device)
 
 
 def main() -> int:
