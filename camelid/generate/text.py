@@ -53,6 +53,14 @@ class TextStream:
         return delta
 
 
+def _keep_last(ids: list[int], n: int, bos: int | None) -> list[int]:
+    if len(ids) <= n:
+        return ids
+    if bos is not None and ids and ids[0] == bos:
+        return [bos] + ids[len(ids) - (n - 1) :]
+    return ids[len(ids) - n :]
+
+
 def generate(
     model: Transformer,
     tokenizer: Tokenizer,
@@ -63,9 +71,14 @@ def generate(
     seed: int | None = None,
     on_text: Callable[[int, str], None] | None = None,
     compile: bool = False,
+    max_prompt_tokens: int | None = None,
 ) -> tuple[list[GenerationResult], GenerationStats]:
-    """Generate for several text prompts at once (left-padded batch); `on_text(row, delta)` streams output."""
+    """Generate for several text prompts at once (left-padded batch); `on_text(row, delta)` streams output.
+    With `max_prompt_tokens`, longer prompts keep their last tokens (and their BOS), as evaluation harnesses do;
+    without it a prompt that does not fit the context is an error."""
     prompt_ids = [tokenizer.encode(p) for p in prompts]
+    if max_prompt_tokens is not None:
+        prompt_ids = [_keep_last(ids, max_prompt_tokens, tokenizer.bos_id) for ids in prompt_ids]
     streams = [TextStream(tokenizer, ids, stop) for ids in prompt_ids]
 
     def should_stop(row: int, ids: list[int]) -> bool:

@@ -1,3 +1,6 @@
+import pytest
+
+from camelid.errors import InputError
 from camelid.formats import load
 from camelid.generate import SamplingParams, TextStream, generate
 from camelid.tokenizer import load_tokenizer
@@ -47,3 +50,15 @@ def test_batched_text_generation_and_streaming(debug_checkpoint):
         loaded.model, loaded.tokenizer, ["Hello world"], max_new_tokens=8, params=SamplingParams(temperature=0)
     )
     assert alone[0].ids == results[1].ids
+
+
+def test_long_prompts_keep_their_last_tokens_and_bos_when_asked(debug_checkpoint):
+    loaded = load(debug_checkpoint)
+    tok, ctx = loaded.tokenizer, loaded.model.args.max_seq_len
+    prompt = "for i in range(10):\n    print(i)\n" * 200
+    assert len(tok.encode(prompt)) > ctx
+    with pytest.raises(InputError, match="too long"):
+        generate(loaded.model, tok, [prompt], max_new_tokens=4)
+    (r,), _ = generate(loaded.model, tok, [prompt], max_new_tokens=4, max_prompt_tokens=ctx - 4)
+    ids = tok.encode(prompt)
+    assert r.prompt_ids == [tok.bos_id] + ids[len(ids) - (ctx - 5) :]
