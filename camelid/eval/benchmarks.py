@@ -256,8 +256,8 @@ def score_items(ev: Evaluator, items: list[MCItem], progress=None) -> list[list[
                 u = lls[upos : upos + n]
                 upos += n
                 out.append([a - c for a, c in zip(lp, u)])
-            elif it.norm == "char":
-                out.append([a / max(1, len(cont)) for a, (_, cont) in zip(lp, it.options)])
+            elif it.norm == "char":  # characters of the answer itself, not of the space before it (as lm-eval)
+                out.append([a / max(1, len(cont.removeprefix(" "))) for a, (_, cont) in zip(lp, it.options)])
             elif it.norm == "token":
                 out.append([a / max(1, len(ev.encode_pair(c, x)[1])) for a, (c, x) in zip(lp, it.options)])
             else:
