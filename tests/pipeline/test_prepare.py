@@ -22,6 +22,7 @@ tokenizer = "{tokenizer}"
 tasks = 2
 shard_tokens = 4000
 train_tokens = 1_000_000
+val_fraction = 0.3
 
 [[sources]]
 name = "commoncrawl"
@@ -122,6 +123,12 @@ def step(stats: list[dict], name: str) -> dict:
     return s
 
 
+def kept(run, name: str) -> tuple[int, list[dict]]:
+    """Documents a source kept (training plus held-out) and all its shard entries."""
+    (src,) = [s for s in run["manifest"]["sources"] if s["name"] == name]
+    return src["documents"] + src["val"]["documents"], src["shards"] + src["val"]["shards"]
+
+
 def texts(run, source: str) -> list[str]:
     """The documents of a source as stage 1 wrote them (before tokenization)."""
     out = []
@@ -144,7 +151,7 @@ def test_commoncrawl_rules(run):
     assert step(s, "line dedup")["dropped_all_lines_duplicate"] == 1  # the mirrored page
     assert step(s, "line dedup")["lines_removed"] >= 6
     assert step(s, "language id")["dropped_wrong_language"] == 1  # the French page
-    assert run["manifest"]["sources"][0]["documents"] == 3
+    assert kept(run, "commoncrawl")[0] == 3
     c4 = run["stats"]["c4"]["stage1"]
     assert step(c4, "C4 Quality")["line-filter-no_terminal_punc"] > 0  # boilerplate lines without punctuation removed
     assert step(c4, "Gopher Quality")["dropped"] == 1
@@ -156,8 +163,8 @@ def test_github_rules(run):
     assert (lic["dropped_no_license"], lic["dropped_license_not_allowed"]) == (1, 1)  # bare_proj, gpl_proj
     assert step(s1, "code quality")["dropped_line_too_long"] == 2  # the minified file and the 2,000-char line
     assert step(s2, "exact dedup")["dropped_exact_duplicate"] == 1  # the tarball's copy of stats.py
-    (shard,) = run["manifest"]["sources"][2]["shards"]
-    assert shard["documents"] == 1 and set(shard["licenses"]) <= {"MIT", "Apache-2.0"}
+    n, shards = kept(run, "github")
+    assert n == 1 and sum(sum(s["licenses"].values()) for s in shards) == 1
     stage1 = texts(run, "github")  # stats.py twice (header stripped from mit_proj's), before the exact dedup
     assert len(stage1) == 2 and all(t.startswith("def moving_average") for t in stage1)
 
@@ -205,18 +212,26 @@ def test_damaged_inputs_are_counted_not_fatal(run):
 
 def test_shards_are_what_the_trainer_reads(run, tokenizer_path):
     tok = load_tokenizer(tokenizer_path)
+    held_out = 0
     for source in run["manifest"]["sources"]:
-        shards = open_dir(run["out"] / source["name"])
+        shards = open_dir(run["out"] / source["name"]) if source["documents"] else []
         assert sum(sh.n_docs for sh in shards) == source["documents"]
         assert sum(s["tokens"] for s in source["shards"]) == source["tokens"]
-        for entry in source["shards"]:
+        held_out += source["val"]["documents"]
+        tokenizer_step = run["stats"][source["name"]]["stage2"][-1]
+        assert tokenizer_step.get("forwarded_val", 0) == source["val"]["documents"]
+        for entry in source["shards"] + source["val"]["shards"]:
             for inp in entry["inputs"]:
                 path = next((run["root"] / "raw").rglob(Path(inp["file"]).name))
                 assert hashlib.sha256(path.read_bytes()).hexdigest() == inp["sha256"]
-    (shard,) = open_dir(run["out"] / "stackexchange")[:1]
-    first = shard.tokens[: shard.ends[0]].tolist()
-    assert first[0] == tok.bos_id and first[-1] == tok.eos_id
-    assert "bread dough" in tok.decode(first[1:-1])
+    assert held_out == sum(sh.n_docs for sh in open_dir(run["out"] / "val")) > 0  # a hashed 30% held out
+    assert f'val = ["{run["out"].as_posix()}/val"]' in (run["out"] / "train_data.toml").read_text()
+    docs = []
+    for shard in open_dir(run["out"] / "stackexchange") + open_dir(run["out"] / "val"):
+        starts = [0, *shard.ends[:-1].tolist()]
+        docs += [shard.tokens[a:b].tolist() for a, b in zip(starts, shard.ends.tolist())]
+    assert all(d[0] == tok.bos_id and d[-1] == tok.eos_id for d in docs)
+    assert any("bread dough" in tok.decode(d[1:-1]) for d in docs)
     toml = (run["out"] / "train_data.toml").read_text()
     assert f'{{path = "{run["out"].as_posix()}/commoncrawl", weight = 0.663366}}' in toml  # 67 / 101
 
@@ -282,3 +297,32 @@ def test_the_shipped_paper_recipe_loads(tmp_path):
     for source in recipe.sources:
         for s in source.steps:
             build_step(s, source.name)  # every step's parameters are accepted
+
+
+@pytest.mark.slow
+def test_a_local_ray_cluster_gives_the_same_bytes(run):
+    """`ray start --head` on loopback with 2 CPUs, then the same recipe with --executor ray."""
+    import os
+    import socket
+    import tempfile
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray = str(Path(sys.executable).with_name("ray"))
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    start = [ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}"]  # fmt: skip
+    p = subprocess.run(start, capture_output=True, text=True, env=env, timeout=180)
+    assert p.returncode == 0, p.stderr[-2000:]
+    try:
+        local = _digest(run["out"])
+        shutil.rmtree(run["out"])
+        cmd = [sys.executable, "-m", "camelid", "data", "prepare", str(run["recipe"]), "--executor", "ray",
+               "--workers", "2"]  # fmt: skip
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=run["root"], env=env, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert _digest(run["out"]) == local
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)

@@ -232,12 +232,14 @@ CODE_EXTENSIONS = tuple(
 
 class CodeReader(CamelidReader):
     """Source trees: each top-level folder under the source's path (or each .tar/.tar.gz) is one project, whose
-    licence is detected from its LICENSE/COPYING file; a file's own SPDX line overrides it."""
+    licence is detected from its LICENSE/COPYING file; a file's own SPDX line overrides it. `license` (an SPDX
+    id) is what the recipe declares for projects without a licence file (None: they have none)."""
 
     name = "📖 code"
 
-    def __init__(self, data_folder, glob_pattern=None, source="github", **kwargs) -> None:
+    def __init__(self, data_folder, glob_pattern=None, source="github", license: str | None = None, **kwargs) -> None:
         super().__init__(data_folder, glob_pattern, source, **kwargs)
+        self.default_license = license
         self._licenses: dict[str, str | None] = {}
 
     def _project_license(self, project: str) -> str | None:
@@ -249,7 +251,7 @@ class CodeReader(CamelidReader):
                     with self.data_folder.open(candidate, "rb") as f:
                         found = detect_license(f.read(200_000).decode("utf-8", errors="replace"))
                     break
-            self._licenses[project] = found
+            self._licenses[project] = found or self.default_license
         return self._licenses[project]
 
     def records(self, path):
@@ -273,6 +275,7 @@ class CodeReader(CamelidReader):
                 if PurePosixPath(m.name).name in LICENSE_FILES:
                     license_ = detect_license(tar.extractfile(m).read(200_000).decode("utf-8", errors="replace"))
                     break
+            license_ = license_ or self.default_license
             for m in sorted(members, key=lambda m: m.name):
                 if m.name.lower().endswith(CODE_EXTENSIONS):
                     raw = tar.extractfile(m).read()

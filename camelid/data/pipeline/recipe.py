@@ -8,6 +8,7 @@ and the output directory.
                                              # is the same whatever --workers is
     shard_tokens = 50_000_000
     train_tokens = 1_400_000_000_000         # for the epochs column of the manifest (the paper's 1.4T)
+    val_fraction = 0.0                       # documents held out (by a hash of their id) into <dir>/val
 
     [[sources]]
     name = "books"
@@ -40,6 +41,7 @@ def _steps():
     from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
 
     from camelid.data.pipeline import steps as S
+    from camelid.data.pipeline.quality import KenLMPerplexity, QualityClassifier
 
     return {
         "gutenberg": S.GutenbergStrip,
@@ -56,12 +58,15 @@ def _steps():
         "code_quality": S.CodeQuality,
         "exact_dedup": S.ExactDedup,
         "book_dedup": S.BookDedup,
+        "kenlm_perplexity": KenLMPerplexity,
+        "quality_classifier": QualityClassifier,
     }
 
 
 STEP_NAMES = (
     *("gutenberg", "code_header", "wikitext", "wiki_languages", "min_length", "language_id", "line_dedup", "c4"),
     *("gopher_quality", "gopher_repetition", "license", "code_quality", "exact_dedup", "book_dedup"),
+    *("kenlm_perplexity", "quality_classifier"),
 )
 GLOBAL_STEPS = ("exact_dedup", "book_dedup")
 READER_NAMES = ("text", "jsonl", "parquet", "warc", "wikipedia", "code", "arxiv", "stackexchange")
@@ -94,6 +99,7 @@ class Recipe:
     shard_tokens: int = 50_000_000
     train_tokens: int = 1_400_000_000_000
     max_chars: int = 5_000_000
+    val_fraction: float = 0.0
 
 
 def _get(table: dict, key: str, kind, where: str, default=...):
@@ -122,7 +128,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if unknown:
         raise ConfigError(f"{path}: unknown section {sorted(unknown)[0]!r} (known: output, sources)")
     out = raw.get("output", {})
-    known_out = {"dir", "tokenizer", "tasks", "shard_tokens", "train_tokens", "max_chars"}
+    known_out = {"dir", "tokenizer", "tasks", "shard_tokens", "train_tokens", "max_chars", "val_fraction"}
     for key in out:
         if key not in known_out:
             raise ConfigError(f"output.{key}: unknown key (known: {', '.join(sorted(known_out))})")
@@ -144,7 +150,10 @@ def load_recipe(path: str | Path) -> Recipe:
                 raise ConfigError(f"{where}.steps[{j}]: expected a table with a 'step' key, got {st!r}")
             if st["step"] not in STEP_NAMES:
                 raise ConfigError(f"{where}.steps[{j}]: unknown step {st['step']!r} (known: {', '.join(STEP_NAMES)})")
-            steps.append(Step(st["step"], {k: v for k, v in st.items() if k != "step"}))
+            params = {k: v for k, v in st.items() if k != "step"}
+            if isinstance(params.get("model"), str):  # model files are relative to the recipe, like paths
+                params["model"] = str(base / params["model"])
+            steps.append(Step(st["step"], params))
         known = {"name", "reader", "path", "glob", "weight", "steps", "reader_params"}
         for key in s:
             if key not in known:
@@ -160,6 +169,9 @@ def load_recipe(path: str | Path) -> Recipe:
         )
     if not sources:
         raise ConfigError(f"{path}: no [[sources]]")
+    val_fraction = _get(out, "val_fraction", float, "output", 0.0)
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"output.val_fraction: must be in [0, 1), got {val_fraction}")
     tasks = _get(out, "tasks", int, "output", 1)
     if tasks < 1:
         raise ConfigError(f"output.tasks: must be >= 1, got {tasks}")
@@ -172,6 +184,7 @@ def load_recipe(path: str | Path) -> Recipe:
         shard_tokens=_get(out, "shard_tokens", int, "output", 50_000_000),
         train_tokens=_get(out, "train_tokens", int, "output", 1_400_000_000_000),
         max_chars=_get(out, "max_chars", int, "output", 5_000_000),
+        val_fraction=val_fraction,
     )
 
 

@@ -30,16 +30,31 @@ from camelid.errors import ConfigError
 
 
 class TokenizeShards(PipelineStep):
-    """Tokenize each document as `<bos> ids <eos>` into shards of about `shard_tokens` tokens, and record per
-    shard its documents, tokens, input files and licences in `summary_file`."""
+    """Tokenize each document as `<bos> ids <eos>` into shards of about `shard_tokens` tokens (a `val_fraction`
+    of the documents, chosen by a hash of their ids, into `val_dir`), and record per shard its documents, tokens,
+    input files and licences in `summary_file`."""
 
     name = "🔢 tokenize to .ds shards"
     type = "🔢 - TOKENIZER"
 
-    def __init__(self, tokenizer: str, out_dir: str, source: str, shard_tokens: int, summary_file: str) -> None:
+    def __init__(
+        self,
+        tokenizer: str,
+        out_dir: str,
+        source: str,
+        shard_tokens: int,
+        summary_file: str,
+        val_fraction: float = 0.0,
+        val_dir: str | None = None,
+    ) -> None:
         super().__init__()
         self.tokenizer, self.out_dir, self.source = tokenizer, out_dir, source
         self.shard_tokens, self.summary_file = shard_tokens, summary_file
+        self.val_fraction, self.val_dir = val_fraction, val_dir
+
+    def _is_val(self, doc_id: str) -> bool:
+        h = int.from_bytes(hashlib.sha1(doc_id.encode("utf-8")).digest()[:8], "little")
+        return h / 2**64 < self.val_fraction
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from camelid.data.shards import ShardWriter
@@ -47,14 +62,17 @@ class TokenizeShards(PipelineStep):
 
         tok = load_tokenizer(self.tokenizer)
         name = Path(self.tokenizer).name
-        out = Path(self.out_dir)
-        shards, writer, info = [], None, None
+        split_dirs = {"train": Path(self.out_dir), "val": Path(self.val_dir or self.out_dir)}
+        shards: dict[str, list] = {"train": [], "val": []}
+        writers: dict[str, tuple] = {}
         for doc in data:
             self.stat_update("total")
-            if writer is None:
-                path = out / f"{self.source}_{len(shards):05d}.ds"
-                writer = ShardWriter(path, tok.vocab_size, name)
+            split = "val" if self.val_fraction and self._is_val(doc.id) else "train"
+            if split not in writers:
+                path = split_dirs[split] / f"{self.source}_{len(shards[split]):05d}.ds"
                 info = {"file": path.name, "documents": 0, "tokens": 0, "inputs": set(), "licenses": Counter()}
+                writers[split] = (ShardWriter(path, tok.vocab_size, name), info)
+            writer, info = writers[split]
             ids = tok.encode(doc.text, bos=True, eos=True)
             writer.write(ids)
             info["documents"] += 1
@@ -63,16 +81,16 @@ class TokenizeShards(PipelineStep):
             if doc.metadata.get("license"):
                 info["licenses"][doc.metadata["license"]] += 1
             self.stat_update("tokens", value=len(ids))
-            self.stat_update("forwarded")
+            self.stat_update("forwarded", f"forwarded_{split}")
             if writer.tokens >= self.shard_tokens:
                 writer.close()
-                shards.append(info)
-                writer = None
+                shards[split].append(info)
+                del writers[split]
             yield doc
-        if writer is not None:
+        for split, (writer, info) in writers.items():
             writer.close()
-            shards.append(info)
-        for s in shards:
+            shards[split].append(info)
+        for s in shards["train"] + shards["val"]:
             s["inputs"] = sorted(s["inputs"])
             s["licenses"] = dict(sorted(s["licenses"].items()))
         Path(self.summary_file).write_text(json.dumps(shards, indent=1, sort_keys=True))
@@ -122,10 +140,18 @@ def _executor(kind: str, pipeline: list, tasks: int, workers: int, logging_dir: 
         return LocalPipelineExecutor(**common, skip_completed=False, start_method=start)
     if kind == "ray":
         try:
+            import ray
             from datatrove.executor.ray import RayPipelineExecutor
         except ImportError:
-            raise ConfigError("--executor ray needs Ray: pip install 'ray[default]'") from None
-        return RayPipelineExecutor(**common, skip_completed=False)
+            raise ConfigError("--executor ray needs Ray: pip install 'camelid[ray]'") from None
+        if not ray.is_initialized():  # join the running cluster (`ray start --head`; RAY_ADDRESS to choose one)
+            try:
+                ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False)
+            except ConnectionError as e:
+                raise ConfigError(
+                    f"--executor ray: no Ray cluster to join ({e}); start one: ray start --head"
+                ) from None
+        return RayPipelineExecutor(**common, skip_completed=False, mem_per_cpu_gb=0.5)
     if kind == "slurm":
         from datatrove.executor.slurm import SlurmPipelineExecutor
 
@@ -168,9 +194,9 @@ def prepare(recipe: Recipe, workers: int = 1, executor: str = "local") -> dict:
     work = out / ".work"
     if work.exists():
         shutil.rmtree(work)
-    for source in recipe.sources:
-        if (out / source.name).exists():
-            shutil.rmtree(out / source.name)
+    for name in [s.name for s in recipe.sources] + ["val"]:
+        if (out / name).exists():
+            shutil.rmtree(out / name)
     stages = []
     for source in recipe.sources:
         local, global_ = _split(source)
@@ -194,7 +220,13 @@ def prepare(recipe: Recipe, workers: int = 1, executor: str = "local") -> dict:
             DatatroveJsonlReader(str(work / source.name / "stage1"), glob_pattern="*.jsonl", compression=None),
             *steps2,
             TokenizeShards(
-                str(recipe.tokenizer), str(out / source.name), source.name, recipe.shard_tokens, str(summary)
+                str(recipe.tokenizer),
+                str(out / source.name),
+                source.name,
+                recipe.shard_tokens,
+                str(summary),
+                recipe.val_fraction,
+                str(out / "val"),
             ),
         ]
         s1 = _executor(executor, stage1, recipe.tasks, workers, str(work / "logs" / source.name / "stage1"))
@@ -212,26 +244,29 @@ def write_manifest(recipe: Recipe) -> dict:
     stats = {}
     hashes: dict[str, str] = {}
     for source in recipe.sources:
-        shards = json.loads((work / source.name / "shards.json").read_text())
+        splits = json.loads((work / source.name / "shards.json").read_text())
+        shards, val = splits["train"], splits["val"]
         tokens = sum(s["tokens"] for s in shards)
-        for s in shards:
+        for s in shards + val:
             s["inputs"] = [
                 {"file": _relative(p, source.path), "sha256": hashes.setdefault(p, _sha256(Path(p)))}
                 for p in s["inputs"]
                 if p and Path(p).is_file()
             ]
         weight = source.weight / total_weight
-        manifest["sources"].append(
-            {
-                "name": source.name,
-                "reader": source.reader,
-                "weight": round(weight, 6),
-                "documents": sum(s["documents"] for s in shards),
-                "tokens": tokens,
-                "epochs_at_train_tokens": round(weight * recipe.train_tokens / tokens, 4) if tokens else None,
-                "shards": shards,
-            }
-        )
+        entry = {
+            "name": source.name,
+            "reader": source.reader,
+            "weight": round(weight, 6),
+            "documents": sum(s["documents"] for s in shards),
+            "tokens": tokens,
+            "epochs_at_train_tokens": round(weight * recipe.train_tokens / tokens, 4) if tokens else None,
+            "shards": shards,
+        }
+        if recipe.val_fraction:
+            entry["val"] = {"documents": sum(s["documents"] for s in val), "tokens": sum(s["tokens"] for s in val),
+                            "shards": val}  # fmt: skip
+        manifest["sources"].append(entry)
         stats[source.name] = {
             "stage1": _stats(work / "logs" / source.name / "stage1"),
             "stage2": _stats(work / "logs" / source.name / "stage2"),
@@ -241,8 +276,12 @@ def write_manifest(recipe: Recipe) -> dict:
     _atomic_text(out / "stats.json", json.dumps(stats, indent=1, sort_keys=True) + "\n")
     lines = ["[data]", "train = ["]
     for s in manifest["sources"]:
-        lines.append(f'    {{path = "{(out / s["name"]).as_posix()}", weight = {s["weight"]}}},')
-    lines += ["]", f'tokenizer = "{recipe.tokenizer.as_posix()}"', ""]
+        if s["documents"]:  # a source that kept nothing for training has no shard directory
+            lines.append(f'    {{path = "{(out / s["name"]).as_posix()}", weight = {s["weight"]}}},')
+    lines.append("]")
+    if recipe.val_fraction:
+        lines.append(f'val = ["{(out / "val").as_posix()}"]')
+    lines += [f'tokenizer = "{recipe.tokenizer.as_posix()}"', ""]
     _atomic_text(out / "train_data.toml", "\n".join(lines))
     return manifest
 
