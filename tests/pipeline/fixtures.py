@@ -103,6 +103,8 @@ def wikipedia_dump(folder: Path) -> None:
     (folder / "enwiki-20230101-pages-articles.xml.bz2").write_bytes(bz2.compress(xml.encode()))
     xml_xh = xml.replace("Exampleville", "Idolophu")
     (folder / "xhwiki-20230101-pages-articles.xml.bz2").write_bytes(bz2.compress(xml_xh.encode()))
+    broken = xml.replace("Exampleville", "Villeexemple").replace("<page><title>Old name", "<page><title>Old name</titl")
+    (folder / "frwiki-20230101-pages-articles.xml.bz2").write_bytes(bz2.compress(broken.encode()))  # malformed XML
 
 
 MIT = "MIT License\n\nPermission is hereby granted, free of charge, to any person obtaining a copy of this software"
@@ -209,8 +211,13 @@ POSTS = """<?xml version="1.0" encoding="utf-8"?>
 
 
 def stackexchange(folder: Path) -> None:
+    """A good site and a site whose Posts.xml breaks off mid-row (its first thread is still read)."""
     (folder / "cooking.stackexchange.com").mkdir(parents=True)
     (folder / "cooking.stackexchange.com" / "Posts.xml").write_text(POSTS)
+    (folder / "broken.stackexchange.com").mkdir(parents=True)
+    (folder / "broken.stackexchange.com" / "Posts.xml").write_text(
+        POSTS[: POSTS.index('<row Id="4"')] + '<row Id="4" Post'
+    )
 
 
 def damaged(folder: Path) -> dict[str, str]:

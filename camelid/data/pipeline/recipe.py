@@ -58,6 +58,7 @@ def _steps():
         "code_quality": S.CodeQuality,
         "exact_dedup": S.ExactDedup,
         "book_dedup": S.BookDedup,
+        "c4_span_dedup": S.SpanDedup,
         "kenlm_perplexity": KenLMPerplexity,
         "quality_classifier": QualityClassifier,
     }
@@ -66,9 +67,9 @@ def _steps():
 STEP_NAMES = (
     *("gutenberg", "code_header", "wikitext", "wiki_languages", "min_length", "language_id", "line_dedup", "c4"),
     *("gopher_quality", "gopher_repetition", "license", "code_quality", "exact_dedup", "book_dedup"),
-    *("kenlm_perplexity", "quality_classifier"),
+    *("kenlm_perplexity", "quality_classifier", "c4_span_dedup"),
 )
-GLOBAL_STEPS = ("exact_dedup", "book_dedup")
+GLOBAL_STEPS = ("exact_dedup", "book_dedup", "c4_span_dedup")
 READER_NAMES = ("text", "jsonl", "parquet", "warc", "wikipedia", "code", "arxiv", "stackexchange")
 
 

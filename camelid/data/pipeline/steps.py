@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from datatrove.data import Document, DocumentsPipeline
@@ -24,6 +25,7 @@ from camelid.data.pipeline.text import (
     clean_wikitext,
     code_stats,
     line_hash,
+    normalize_line,
     overlap,
     strip_code_header,
     strip_gutenberg,
@@ -289,5 +291,47 @@ class BookDedup(PipelineStep):
             Path(self.pairs_file).parent.mkdir(parents=True, exist_ok=True)
             Path(self.pairs_file).write_text("".join(json.dumps(p) + "\n" for p in pairs))
         for doc, _ in kept:
+            self.stat_update(StatHints.forwarded)
+            yield doc
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+class SpanDedup(PipelineStep):
+    """C4's deduplication: every three-sentence span that occurred before (sentences split at . ! ? within
+    lines, compared after CCNet's normalization) is removed, so one occurrence of each span remains; a document
+    left empty is dropped (`all_spans_duplicate`)."""
+
+    name = "🫂 three-sentence span dedup"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, span: int = 3) -> None:
+        super().__init__()
+        self.span = span
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        seen: set[bytes] = set()
+        for doc in data:
+            self.stat_update(StatHints.total)
+            lines = [[s for s in _SENTENCE_END.split(line) if s.strip()] for line in doc.text.split("\n")]
+            flat = [(i, j, s) for i, sents in enumerate(lines) for j, s in enumerate(sents)]
+            drop: set[tuple[int, int]] = set()
+            for k in range(len(flat) - self.span + 1):
+                window = flat[k : k + self.span]
+                h = hashlib.sha1("\x00".join(normalize_line(s) for _, _, s in window).encode()).digest()[:8]
+                if h in seen:
+                    drop.update((i, j) for i, j, _ in window)
+                else:
+                    seen.add(h)
+            if drop:
+                self.stat_update("sentences_removed", value=len(drop))
+                kept_lines = [
+                    " ".join(s for j, s in enumerate(sents) if (i, j) not in drop) for i, sents in enumerate(lines)
+                ]
+                doc.text = "\n".join(line for line in kept_lines if line.strip())
+            if not doc.text.strip():
+                self.stat_update(StatHints.dropped, "dropped_all_spans_duplicate")
+                continue
             self.stat_update(StatHints.forwarded)
             yield doc

@@ -88,3 +88,22 @@ def test_book_overlap_folds_old_spelling():
     folio = "I thinke I heare them. Stand: who's there? Giue you good night. " * 3
     assert T.overlap(T.book_shingles(modern, n=3), T.book_shingles(folio, n=3)) > 0.6
     assert T.overlap(T.book_shingles(modern, n=3, spelling=False), T.book_shingles(folio, n=3, spelling=False)) < 0.3
+
+
+def test_c4_three_sentence_span_dedup():
+    from datatrove.data import Document
+
+    from camelid.data.pipeline.steps import SpanDedup
+
+    shared = "The river was high. The bridge was closed. Everyone waited. "
+    docs = [
+        Document(text="First page opens. " + shared + "It ends here.", id="a"),
+        Document(text="Another start!\n" + shared.upper() + "A new ending.", id="b"),  # the span, other case
+        Document(text=shared, id="c"),  # nothing but the span
+    ]
+    step = SpanDedup()
+    out = list(step.run(iter(docs)))
+    assert [d.id for d in out] == ["a", "b"]
+    assert out[0].text.count("The bridge was closed.") == 1
+    assert "BRIDGE" not in out[1].text and out[1].text.startswith("Another start!") and "A new ending." in out[1].text
+    assert step.stats["dropped_all_spans_duplicate"].total == 1
