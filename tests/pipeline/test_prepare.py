@@ -337,3 +337,13 @@ def test_a_local_ray_cluster_gives_the_same_bytes(run):
         assert _digest(run["out"]) == local
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_stackexchange_keeps_the_largest_sites(tmp_path):
+    from camelid.data.pipeline.readers import StackExchangeReader
+
+    F.stackexchange(tmp_path)
+    reader = StackExchangeReader(str(tmp_path), glob_pattern="**/Posts.xml", largest_sites=1)
+    docs = list(reader.run(None, 0, 1))
+    assert {d.metadata["site"] for d in docs} == {"cooking.stackexchange.com"} and len(docs) == 2
+    assert reader.stats["files_skipped_smaller_site"].total == 1

@@ -328,13 +328,32 @@ class ArxivReader(CamelidReader):
 
 class StackExchangeReader(CamelidReader):
     """StackExchange dumps' Posts.xml (the site is the parent folder's name): each question with its answers,
-    as one document (formatted by `stackexchange_thread`)."""
+    as one document (formatted by `stackexchange_thread`). With `largest_sites` N only the N largest sites'
+    files are read (the paper kept the 28 largest); the others are counted as `files_skipped_smaller_site`."""
 
     name = "📖 stackexchange"
+
+    def __init__(self, data_folder, glob_pattern=None, source="stackexchange", largest_sites: int | None = None,
+                 **kwargs) -> None:  # fmt: skip
+        super().__init__(data_folder, glob_pattern, source, **kwargs)
+        self.largest_sites = largest_sites
+        self._allowed: set[str] | None = None
+
+    def _is_allowed(self, path: str) -> bool:
+        if self.largest_sites is None:
+            return True
+        if self._allowed is None:  # the same answer in every task: sizes of the whole listing, ties by path
+            files = self.data_folder.list_files(glob_pattern=self.glob_pattern, recursive=self.recursive)
+            by_size = sorted(files, key=lambda f: (-self.data_folder.info(f)["size"], f))
+            self._allowed = set(by_size[: self.largest_sites])
+        return path in self._allowed
 
     def records(self, path):
         from camelid.data.pipeline.text import stackexchange_thread
 
+        if not self._is_allowed(path):
+            self.stat_update("files_skipped_smaller_site")
+            return
         site = PurePosixPath(path).parent.name or "stackexchange"
         questions: dict[int, dict] = {}
         answers: dict[int, list[dict]] = {}
