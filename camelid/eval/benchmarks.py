@@ -29,7 +29,7 @@ from pathlib import Path
 from camelid.errors import InputError
 from camelid.eval.lm import Evaluator
 from camelid.eval.sandbox import Limits, run_python
-from camelid.eval.scoring import choose, exact_match, majority, pass_at_k
+from camelid.eval.scoring import argmax, exact_match, majority, normalized, pass_at_k
 from camelid.generate import SamplingParams
 
 
@@ -250,18 +250,14 @@ def score_items(ev: Evaluator, items: list[MCItem], progress=None) -> list[list[
         pos, upos = 0, len(requests)
         for it in part:
             n = len(it.options)
-            lp = lls[pos : pos + n]
+            lp, conts = lls[pos : pos + n], [cont for _, cont in it.options]
             pos += n
+            u = counts = None
             if it.norm == "answer":
-                u = lls[upos : upos + n]
-                upos += n
-                out.append([a - c for a, c in zip(lp, u)])
-            elif it.norm == "char":  # characters of the answer itself, not of the space before it (as lm-eval)
-                out.append([a / max(1, len(cont.removeprefix(" "))) for a, (_, cont) in zip(lp, it.options)])
+                u, upos = lls[upos : upos + n], upos + n
             elif it.norm == "token":
-                out.append([a / max(1, len(ev.encode_pair(c, x)[1])) for a, (c, x) in zip(lp, it.options)])
-            else:
-                out.append(lp)
+                counts = [len(ev.encode_pair(c, x)[1]) for c, x in it.options]
+            out.append(normalized(lp, conts, it.norm, u, counts))
         if progress:
             progress(len(out), len(items))
     return out
@@ -270,7 +266,7 @@ def score_items(ev: Evaluator, items: list[MCItem], progress=None) -> list[list[
 def run_multiple_choice(ev: Evaluator, task: str, items: list[MCItem], progress=None) -> dict:
     t0 = time.perf_counter()
     scores = score_items(ev, items, progress)
-    preds = [choose(s, [""] * len(s), norm="none") for s in scores]
+    preds = [argmax(s) for s in scores]
     right = [p == it.gold for p, it in zip(preds, items)]
     result = {
         "task": task,
@@ -293,7 +289,7 @@ def run_truthfulqa(ev: Evaluator, d: Path, limit: int | None = None, progress=No
     pairs = load_truthfulqa(d)[:limit]
     s1 = score_items(ev, [p[0] for p in pairs], progress)
     s2 = score_items(ev, [p[1] for p in pairs])
-    mc1 = [choose(s, [""] * len(s), norm="none") == p[0].gold for s, p in zip(s1, pairs)]
+    mc1 = [argmax(s) == p[0].gold for s, p in zip(s1, pairs)]
     mc2 = []
     for s, (_, item) in zip(s2, pairs):
         truth = json.loads(item.group)

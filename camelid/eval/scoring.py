@@ -9,25 +9,44 @@ from collections import Counter
 from collections.abc import Sequence
 
 
+def normalized(
+    logprobs: Sequence[float],
+    choices: Sequence[str],
+    norm: str = "char",
+    unconditional: Sequence[float] | None = None,
+    token_counts: Sequence[int] | None = None,
+) -> list[float]:
+    """Each completion's score under the paper's rules: log-likelihood per character of the completion (`char`;
+    the space that separates it from the context is not counted, as in lm-eval), log P(completion | context) -
+    log P(completion | "Answer:") (`answer`, for OpenBookQA and BoolQ), per token (`token`, i.e. perplexity,
+    for WinoGender), or raw (`none`)."""
+    if norm == "char":
+        return [lp / max(1, len(c.removeprefix(" "))) for lp, c in zip(logprobs, choices)]
+    if norm == "answer":
+        if unconditional is None:
+            raise ValueError("answer normalization needs the unconditional log-likelihoods")
+        return [lp - u for lp, u in zip(logprobs, unconditional)]
+    if norm == "token":
+        if token_counts is None:
+            raise ValueError("token normalization needs the completions' token counts")
+        return [lp / max(1, n) for lp, n in zip(logprobs, token_counts)]
+    if norm == "none":
+        return list(logprobs)
+    raise ValueError(f"unknown normalization {norm!r}")
+
+
+def argmax(scores: Sequence[float]) -> int:
+    return max(range(len(scores)), key=lambda i: scores[i])
+
+
 def choose(
     logprobs: Sequence[float],
     choices: Sequence[str],
     norm: str = "char",
     unconditional: Sequence[float] | None = None,
 ) -> int:
-    """The chosen completion: highest log-likelihood normalized by its number of characters (`char`), or
-    log P(completion | context) - log P(completion | "Answer:") (`answer`, for OpenBookQA and BoolQ), or raw."""
-    if norm == "char":
-        scores = [lp / max(1, len(c)) for lp, c in zip(logprobs, choices)]
-    elif norm == "answer":
-        if unconditional is None:
-            raise ValueError("answer normalization needs the unconditional log-likelihoods")
-        scores = [lp - u for lp, u in zip(logprobs, unconditional)]
-    elif norm == "none":
-        scores = list(logprobs)
-    else:
-        raise ValueError(f"unknown normalization {norm!r}")
-    return max(range(len(scores)), key=lambda i: scores[i])
+    """The chosen completion: the highest score under `normalized`."""
+    return argmax(normalized(logprobs, choices, norm, unconditional))
 
 
 def normalize_answer(text: str) -> str:

@@ -10,14 +10,14 @@ def test_character_normalization_changes_the_choice():
     choices = [" yes", " absolutely, without any doubt"]
     logprobs = [-3.0, -6.0]
     assert choose(logprobs, choices, norm="none") == 0
-    assert choose(logprobs, choices, norm="char") == 1  # -3/4 = -0.75 vs -6/30 = -0.2
+    assert choose(logprobs, choices, norm="char") == 1  # -3/3 = -1.0 vs -6/29 = -0.21 (the space not counted)
 
 
 def test_answer_normalization_changes_the_choice():
     # P(completion | context) / P(completion | "Answer:"): a completion likely anywhere loses its edge
     choices = [" the", " photosynthesis"]
-    conditional = [-2.0, -8.0]
-    unconditional = [-1.0, -9.0]
+    conditional = [-2.0, -12.0]  # per character: -2/3 = -0.67 vs -12/14 = -0.86
+    unconditional = [-1.0, -14.0]  # answer-normalized: -1.0 vs +2.0
     assert choose(conditional, choices, norm="none") == 0
     assert choose(conditional, choices, norm="char") == 0
     assert choose(conditional, choices, norm="answer", unconditional=unconditional) == 1
