@@ -347,3 +347,23 @@ def test_stackexchange_keeps_the_largest_sites(tmp_path):
     docs = list(reader.run(None, 0, 1))
     assert {d.metadata["site"] for d in docs} == {"cooking.stackexchange.com"} and len(docs) == 2
     assert reader.stats["files_skipped_smaller_site"].total == 1
+
+
+def test_jsonl_and_parquet_readers(tmp_path):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from camelid.data.pipeline.readers import JsonlReader, ParquetReader
+
+    rows = [json.dumps({"content": "a c4 page", "url": "http://a", "n": 1}), "{not json", ""]
+    (tmp_path / "c4-0000.json.gz").write_bytes(gzip.compress(("\n".join(rows) + "\n").encode(), mtime=0))
+    docs = list(JsonlReader(str(tmp_path), glob_pattern="*.json.gz", text_key="content").run(None, 0, 1))
+    assert [(d.text, d.metadata.get("url"), d.metadata.get("defect")) for d in docs] == [
+        ("a c4 page", "http://a", None),
+        ("", None, "malformed_json"),  # kept as a document so the defects step counts it
+    ]
+    pq.write_table(pa.table({"text": ["first", "second"], "lang": ["en", "fr"]}), tmp_path / "part.parquet")
+    docs = list(ParquetReader(str(tmp_path), glob_pattern="*.parquet").run(None, 0, 1))
+    assert [(d.text, d.metadata["lang"]) for d in docs] == [("first", "en"), ("second", "fr")]

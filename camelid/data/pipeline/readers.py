@@ -93,15 +93,16 @@ class TextReader(CamelidReader):
             yield path, _open_decompressed(raw, path).read(), {}
 
 
+def _scalars(row: dict) -> dict:
+    """A record's other fields that fit in a document's metadata."""
+    return {k: v for k, v in row.items() if isinstance(v, (str, int, float, bool))}
+
+
 class JsonlReader(CamelidReader):
-    """JSON Lines (C4 and most corpora), optionally compressed; `text_key` holds the text. A line that is not
-    JSON is a document with defect `malformed_json`."""
+    """JSON Lines (C4 and most corpora), optionally compressed; `text_key` (a datatrove reader argument, default
+    "text") holds the text. A line that is not JSON is a document with defect `malformed_json`."""
 
     name = "📖 jsonl"
-
-    def __init__(self, data_folder, glob_pattern=None, source="data", text_key: str = "text", **kwargs) -> None:
-        super().__init__(data_folder, glob_pattern, source, **kwargs)
-        self.text_key = text_key
 
     def records(self, path):
         with self.data_folder.open(path, "rb") as raw:
@@ -114,16 +115,13 @@ class JsonlReader(CamelidReader):
                 except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
                     yield f"{path}/{n}", "", {"defect": "malformed_json"}
                     continue
-                meta = {k: v for k, v in row.items() if isinstance(v, (str, int, float, bool))}
-                yield f"{path}/{n}", text if isinstance(text, str) else "", meta
+                yield f"{path}/{n}", text if isinstance(text, str) else "", _scalars(row)
 
 
 class ParquetReader(CamelidReader):
-    name = "📖 parquet"
+    """Parquet files; `text_key` holds the text."""
 
-    def __init__(self, data_folder, glob_pattern=None, source="data", text_key: str = "text", **kwargs) -> None:
-        super().__init__(data_folder, glob_pattern, source, **kwargs)
-        self.text_key = text_key
+    name = "📖 parquet"
 
     def records(self, path):
         import pyarrow.parquet as pq
@@ -132,7 +130,7 @@ class ParquetReader(CamelidReader):
             table = pq.read_table(f)
         for n, row in enumerate(table.to_pylist()):
             text = row.pop(self.text_key, "")
-            yield f"{path}/{n}", text or "", {k: v for k, v in row.items() if isinstance(v, (str, int, float, bool))}
+            yield f"{path}/{n}", text or "", _scalars(row)
 
 
 class WarcReader(CamelidReader):

@@ -297,7 +297,7 @@ def accounting(stats: list[dict]) -> list[str]:
     """Steps whose counts do not add up (total = forwarded + dropped, dropped = sum of dropped_<reason>)."""
     bad = []
     for s in stats:
-        if "total" not in s or "dropped" not in s and "forwarded" not in s:
+        if "total" not in s or ("dropped" not in s and "forwarded" not in s):  # readers and writers
             continue
         reasons = sum(v for k, v in s.items() if k.startswith("dropped_"))
         if s.get("total", 0) != s.get("forwarded", 0) + s.get("dropped", 0) or s.get("dropped", 0) != reasons:

@@ -315,13 +315,13 @@ class SpanDedup(PipelineStep):
         for doc in data:
             self.stat_update(StatHints.total)
             lines = [[s for s in _SENTENCE_END.split(line) if s.strip()] for line in doc.text.split("\n")]
-            flat = [(i, j, s) for i, sents in enumerate(lines) for j, s in enumerate(sents)]
+            where = [(i, j) for i, sents in enumerate(lines) for j in range(len(sents))]
+            norms = [normalize_line(lines[i][j]) for i, j in where]  # once per sentence, not once per window
             drop: set[tuple[int, int]] = set()
-            for k in range(len(flat) - self.span + 1):
-                window = flat[k : k + self.span]
-                h = hashlib.sha1("\x00".join(normalize_line(s) for _, _, s in window).encode()).digest()[:8]
+            for k in range(len(where) - self.span + 1):
+                h = hashlib.sha1("\x00".join(norms[k : k + self.span]).encode()).digest()[:8]
                 if h in seen:
-                    drop.update((i, j) for i, j, _ in window)
+                    drop.update(where[k : k + self.span])
                 else:
                     seen.add(h)
             if drop:
