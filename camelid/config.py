@@ -76,7 +76,10 @@ class TrainingSection:
     precision: Literal["fp32", "bf16-autocast", "bf16"] = "bf16-autocast"
     activation_checkpointing: Literal["none", "selective", "full"] = "none"
     compile: bool = False
-    """torch.compile each transformer block."""
+    """torch.compile each transformer block, and the output head with the loss when not FSDP-sharded."""
+    sdpa_backend: Literal["auto", "flash", "cudnn", "efficient", "math"] = "auto"
+    """Attention kernel to try first (PyTorch's scaled_dot_product_attention backends); auto leaves the choice
+    to PyTorch."""
     seed: int = 0
     device: str = "auto"
     """auto (cuda when available), cpu or cuda."""

@@ -106,7 +106,8 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
     """Token ids (B, T) -> logits (B, T, vocab).
 
-    Plain `model(tokens)` is causal attention over positions 0..T-1 (training, scoring). Generation passes
+    Plain `model(tokens)` is causal attention over positions 0..T-1 (training, scoring); with `targets` (B, T)
+    it returns the per-token cross-entropy (B, T) instead of the logits. Generation passes
     `input_pos` (cache slots being written), per-row rope `positions` and a boolean `mask` (B, 1, T, S).
     """
 
@@ -159,6 +160,7 @@ class Transformer(nn.Module):
         input_pos: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T = tokens.shape
         if positions is None:
@@ -168,7 +170,19 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
             h = layer(h, cos, sin, mask, input_pos)
+        if targets is not None:
+            return self.head_loss(h, targets)
         return self.output(self.norm(h))
+
+    def head_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-token cross-entropy (B, T), in fp32, of the last hidden states `h` against `targets`.
+
+        One function so that `torch.compile` can fuse the fp32 upcast into the log-softmax instead of writing
+        fp32 logits (4 bytes x tokens x vocab) to memory and reading them back.
+        """
+        logits = self.output(self.norm(h))
+        losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+        return losses.view(targets.shape)
 
 
 def build_model(

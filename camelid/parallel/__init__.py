@@ -129,9 +129,13 @@ def apply_activation_checkpointing(model: Transformer, mode: str) -> None:
         block.forward = forward
 
 
-def apply_compile(model: Transformer) -> None:
+def apply_compile(model: Transformer, head: bool) -> None:
+    """Compile each block (one graph, reused by every layer) and, with `head`, the final norm + output
+    projection + cross-entropy. The head is left eager under FSDP, whose root hooks gather its parameters."""
     for block in model.layers:
         block.compile(fullgraph=True)
+    if head:
+        model.head_loss = torch.compile(model.head_loss, fullgraph=True)
 
 
 def apply_data_parallel(model: Transformer, mesh: DeviceMesh, dims: ParallelDims, param_dtype: torch.dtype | None):
@@ -162,7 +166,7 @@ def parallelize(
         apply_tensor_parallel(model, mesh["tp"])
     apply_activation_checkpointing(model, activation_checkpointing)
     if compile:
-        apply_compile(model)
+        apply_compile(model, head=dims.dp_shard == 1)
     if mesh is not None and dims.dp > 1:
         apply_data_parallel(model, mesh, dims, fsdp_param_dtype)
 
@@ -185,15 +189,19 @@ def init_weights(model: Transformer, seed: int) -> None:
 
 
 def grad_norm_and_clip(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
-    """Global L2 norm of the gradients over all ranks and shardings; scales them down to `max_norm`."""
+    """Global L2 norm of the gradients over all ranks and shardings; scales them down to `max_norm`.
+
+    Multi-tensor kernels and a tensor scale factor: nothing here waits for the device.
+    """
     grads = [p.grad for p in params if p.grad is not None]
     groups: dict[tuple, list[torch.Tensor]] = {}
     for g in grads:
         key = (g.device_mesh, tuple(g.placements)) if isinstance(g, DTensor) else (None, ())
-        groups.setdefault(key, []).append(g)
+        groups.setdefault(key, []).append(g.to_local() if isinstance(g, DTensor) else g)
     total = None
     for (mesh, placements), gs in groups.items():
-        local = sum((g.to_local() if isinstance(g, DTensor) else g).float().pow(2).sum() for g in gs)
+        norms = torch._foreach_norm(gs, 2.0, dtype=torch.float32)
+        local = torch.stack(norms).square().sum()
         if mesh is not None:
             for dim, placement in enumerate(placements):
                 if placement.is_shard() or placement.is_partial():
@@ -204,7 +212,6 @@ def grad_norm_and_clip(params: list[torch.nn.Parameter], max_norm: float) -> tor
     norm = total.sqrt()
     if max_norm > 0:
         coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-        scale = float(coef)
-        for g in grads:
-            g.mul_(scale)
+        for gs in groups.values():
+            torch._foreach_mul_(gs, coef)
     return norm

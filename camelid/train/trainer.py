@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from torch.nn.attention import sdpa_kernel
 
 from camelid.config import JobConfig
 from camelid.data.loader import TokenLoader, validation_windows
@@ -61,6 +61,54 @@ def model_args(cfg: JobConfig) -> ModelArgs:
         return args.replace(**cfg.model.overrides) if cfg.model.overrides else args
     except TypeError as e:
         raise ConfigError(f"bad [model] override: {e}") from None
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step reports, as device tensors until `read()` (which waits for the device)."""
+
+    step: int
+    lr: float
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+    finite: torch.Tensor
+    epochs: list[float]
+
+    def __post_init__(self) -> None:
+        self._host: torch.Tensor | None = None
+        self._event = None
+        if self.loss.device.type == "cuda":  # start the copy now; read() then waits for this step alone
+            values = torch.stack([self.loss.float(), self.grad_norm.float().to(self.loss.device), self.finite.float()])
+            self._host = torch.empty(3, pin_memory=True)
+            self._host.copy_(values, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+
+    def read(self) -> dict:
+        if self._event is not None:
+            self._event.synchronize()
+            loss, norm, finite = self._host.tolist()
+            return {"loss": loss, "grad_norm": norm, "lr": self.lr, "finite": finite == 1.0}
+        loss, norm, finite = float(self.loss), float(self.grad_norm), bool(self.finite)
+        return {"loss": loss, "grad_norm": norm, "lr": self.lr, "finite": finite}
+
+
+SDPA_BACKENDS = {
+    "flash": "FLASH_ATTENTION",
+    "cudnn": "CUDNN_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "math": "MATH",
+}
+
+
+def sdpa_priority(name: str) -> list | None:
+    """The SDPA backends in the order to try them, the named one first; None for PyTorch's own choice."""
+    if name == "auto":
+        return None
+    from torch.nn.attention import SDPBackend
+
+    first = getattr(SDPBackend, SDPA_BACKENDS[name])
+    return [first, *(getattr(SDPBackend, b) for b in SDPA_BACKENDS.values() if getattr(SDPBackend, b) != first)]
 
 
 @dataclass
@@ -129,6 +177,9 @@ class Trainer:
         self.model = self._build_model()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._build_optimizer()
+        # The fused AdamW kernel skips its update when `found_inf` is set, so a GPU step never waits to decide.
+        self.fused_skip = bool(self.optimizer.defaults.get("fused"))
+        self.sdpa_backends = sdpa_priority(t.sdpa_backend)
         self.step = 0
         self.nonfinite = 0
         self.is_main = self.rank == 0
@@ -168,13 +219,13 @@ class Trainer:
 
     def forward_loss(self, tokens: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Next-token cross-entropy of a (B, T + 1) block: the mean, or per sequence with reduction='row'."""
-        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
-        with ctx:
-            logits = self.model(tokens[:, :-1])
-        if reduction == "row":
-            losses = F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")
-            return losses.mean(dim=1)
-        return F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+        with contextlib.ExitStack() as stack:
+            if self.autocast:
+                stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+            if self.sdpa_backends is not None:
+                stack.enter_context(sdpa_kernel(self.sdpa_backends, set_priority=True))
+            losses = self.model(tokens[:, :-1], targets=tokens[:, 1:])  # (B, T), fp32
+        return losses.mean(dim=1) if reduction == "row" else losses.mean()
 
     def _all_mean(self, x: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
@@ -182,14 +233,24 @@ class Trainer:
             x = x / self.world
         return x
 
-    def train_step(self) -> dict:
+    def next_tokens(self) -> torch.Tensor:
+        """This rank's (per_dp, seq_len + 1) block of the next global batch, on the device (copied from
+        pinned memory without waiting on a CUDA device)."""
+        plan = self.plan
+        batch = torch.from_numpy(self.loader.next_batch(plan.global_seqs, self.dp_rank * plan.per_dp, plan.per_dp))
+        if self.device.type == "cuda":
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch
+
+    def train_step(self) -> StepResult:
+        """One optimizer step. On a GPU nothing here waits for the device: a non-finite step is skipped by the
+        fused optimizer itself (its `found_inf` input) and the result's numbers are read later."""
         o, plan = self.cfg.optimizer, self.plan
         mb = self.cfg.training.micro_batch
         lr = lr_at(self.step, o.lr, o.warmup_steps, plan.steps, o.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batch = self.loader.next_batch(plan.global_seqs, self.dp_rank * plan.per_dp, plan.per_dp)
-        tokens = torch.from_numpy(batch).to(self.device)
+        tokens = self.next_tokens()
         loss_sum = torch.zeros((), device=self.device)
         for i in range(plan.accum):
             if self.dims.dp_shard > 1:
@@ -199,12 +260,15 @@ class Trainer:
             loss_sum += loss.detach()
         loss = self._all_mean(loss_sum / plan.accum)
         norm = grad_norm_and_clip(self.params, o.grad_clip)
-        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(norm))
-        if finite:
+        finite = torch.isfinite(loss) & torch.isfinite(norm.to(loss.device))
+        if self.fused_skip:
+            self.optimizer.found_inf = (~finite).float()
+            self.optimizer.step()
+        elif bool(finite):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return {"loss": float(loss), "grad_norm": float(norm), "lr": lr, "finite": finite}
+        return StepResult(self.step, lr, loss, norm, finite, self.loader.epochs())
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -277,7 +341,6 @@ class Trainer:
         if self.step == 0 and cfg.data.val:
             val_start = self.evaluate()
             self.writer.write({"kind": "val", "step": 0, "val_loss": val_start})
-        tokens_per_step = plan.global_seqs * cfg.data.seq_len
         bar = None
         if self.is_main and cfg.metrics.progress:
             from tqdm import tqdm
@@ -286,60 +349,36 @@ class Trainer:
                 total=plan.steps, initial=self.step, desc=cfg.job.name, unit="step", file=sys.stderr, dynamic_ncols=True
             )
         last_val = None
-        t_log, steps_since_log = time.perf_counter(), 0
+        self._t_log, self._since_log = time.perf_counter(), 0
         self.power.tick()
+        # On a GPU, step N's numbers are read after step N + 1 is queued, so the device never idles waiting
+        # for the host; steps that validate or save (and the last) are read at once.
+        pending: StepResult | None = None
         while self.step < plan.steps:
-            m = self.train_step()
+            result = self.train_step()
             self.power.tick()
-            steps_since_log += 1
-            if not m["finite"]:
-                self.nonfinite += 1
-                self.writer.write({"kind": "skip", "step": self.step, "loss": m["loss"], "grad_norm": m["grad_norm"]})
-                log.warning(
-                    "step %d: non-finite loss %s or grad norm %s; update skipped", self.step, m["loss"], m["grad_norm"]
-                )
-                if self.nonfinite >= cfg.training.max_nonfinite_steps:
-                    good = checkpoint.list_checkpoints(self.ckpt_root)
-                    where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was saved yet"
-                    raise TrainingDivergedError(
-                        f"{self.nonfinite} steps in a row had a non-finite loss or gradient (last at step "
-                        f"{self.step}); training stopped, {where}"
-                    )
-            else:
-                self.nonfinite = 0
             last = self.step == plan.steps
-            if m["finite"] and (self.step % cfg.metrics.log_interval == 0 or last):
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                dt = time.perf_counter() - t_log
-                tps = tokens_per_step * steps_since_log / dt
-                record = {
-                    "kind": "train",
-                    "step": self.step,
-                    "loss": m["loss"],
-                    "lr": m["lr"],
-                    "grad_norm": m["grad_norm"],
-                    "tokens": self.step * tokens_per_step,
-                    "tokens_per_s": tps,
-                    "memory_gb": memory_gb(),
-                    "epochs": self.loader.epochs(),
-                    **self.power.report(cfg.metrics.pue, cfg.metrics.co2_t_per_mwh),
-                }
-                if self.peak_flops:
-                    record["mfu"] = tps * self.flops_per_token / (self.peak_flops * self.world)
-                self.writer.write(record)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{tps:,.0f}")
-                t_log, steps_since_log = time.perf_counter(), 0
-            if cfg.data.val and (last or (cfg.metrics.val_interval and self.step % cfg.metrics.val_interval == 0)):
+            validate = bool(cfg.data.val) and (
+                last or bool(cfg.metrics.val_interval and self.step % cfg.metrics.val_interval == 0)
+            )
+            save = bool(cfg.checkpoint.interval) and (self.step % cfg.checkpoint.interval == 0 or last)
+            if pending is not None:
+                self._report(pending, bar)
+            pending = result
+            if self.device.type != "cuda" or validate or save:
+                self._report(pending, bar)
+                pending = None
+            if validate:
                 last_val = self.evaluate()
                 self.writer.write({"kind": "val", "step": self.step, "val_loss": last_val})
-                t_log = time.perf_counter()
-            if cfg.checkpoint.interval and (self.step % cfg.checkpoint.interval == 0 or last):
+                self._t_log = time.perf_counter()
+            if save:
                 self.save_checkpoint()
-                t_log = time.perf_counter()
+                self._t_log = time.perf_counter()
             if bar is not None:
                 bar.update(1)
+        if pending is not None:
+            self._report(pending, bar)
         if bar is not None:
             bar.close()
         self.writer.close()
@@ -353,6 +392,50 @@ class Trainer:
             records = read_metrics(self.run_dir / "metrics.jsonl")
             plot_loss_curve(self.run_dir / "loss_curve.png", records, f"{cfg.job.name}: {cfg.model.preset}")
         return summary
+
+    def _report(self, result: StepResult, bar) -> None:
+        """Log one finished step (waiting for the device up to that step): a skip record and the run-stopping
+        check for a non-finite step, the training record every `metrics.log_interval` steps."""
+        cfg = self.cfg
+        m = result.read()
+        step = result.step
+        self._since_log += 1
+        if not m["finite"]:
+            self.nonfinite += 1
+            self.writer.write({"kind": "skip", "step": step, "loss": m["loss"], "grad_norm": m["grad_norm"]})
+            log.warning("step %d: non-finite loss %s or grad norm %s; update skipped", step, m["loss"], m["grad_norm"])
+            if self.nonfinite >= cfg.training.max_nonfinite_steps:
+                good = checkpoint.list_checkpoints(self.ckpt_root)
+                where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was saved yet"
+                raise TrainingDivergedError(
+                    f"{self.nonfinite} steps in a row had a non-finite loss or gradient (last at step "
+                    f"{step}); training stopped, {where}"
+                )
+            return
+        self.nonfinite = 0
+        if step % cfg.metrics.log_interval and step != self.plan.steps:
+            return
+        tokens_per_step = self.plan.global_seqs * cfg.data.seq_len
+        dt = time.perf_counter() - self._t_log
+        tps = tokens_per_step * self._since_log / dt
+        record = {
+            "kind": "train",
+            "step": step,
+            "loss": m["loss"],
+            "lr": m["lr"],
+            "grad_norm": m["grad_norm"],
+            "tokens": step * tokens_per_step,
+            "tokens_per_s": tps,
+            "memory_gb": memory_gb(),
+            "epochs": result.epochs,
+            **self.power.report(cfg.metrics.pue, cfg.metrics.co2_t_per_mwh),
+        }
+        if self.peak_flops:
+            record["mfu"] = tps * self.flops_per_token / (self.peak_flops * self.world)
+        self.writer.write(record)
+        if bar is not None:
+            bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{tps:,.0f}")
+        self._t_log, self._since_log = time.perf_counter(), 0
 
     def close(self) -> None:
         if dist.is_initialized():
