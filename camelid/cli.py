@@ -164,6 +164,27 @@ def cmd_chat(a: argparse.Namespace) -> int:
         sys.stdout.flush()
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    from camelid.serve import Engine, make_server
+
+    try:  # the port first, so that a busy one fails before the model loads
+        server = make_server(None, a.host, a.port)
+    except OSError as e:
+        raise InputError(f"cannot listen on {a.host}:{a.port}: {e.strerror}; choose another --port") from None
+    loaded = _load(a)
+    engine = Engine(loaded.model, loaded.tokenizer, a.name or a.model, loaded.chat_template)
+    server.RequestHandlerClass.engine = engine
+    host, port = server.server_address[:2]
+    print(f"serving '{engine.name}' ({loaded.format}, context {engine.context}) on http://{host}:{port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_eval(a: argparse.Namespace) -> int:
     from camelid.eval.harness import markdown, run_tasks, write_report
     from camelid.eval.lm import Evaluator
@@ -346,6 +367,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser(
+        "serve",
+        help="an OpenAI-compatible HTTP server (completions, chat, streaming, logprobs)",
+        description="Serve one model over HTTP with OpenAI's API: GET /v1/models, POST /v1/completions, "
+        "POST /v1/chat/completions (stream, n, stop, seed, logprobs, echo), plus vLLM's /tokenize, /detokenize "
+        "and /tokenizer_info (used by lm-eval-harness's local-completions model). One request at a time.",
+    )
+    _model_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--name", help="the model id clients send as `model` (default: the --model value)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
         "eval",

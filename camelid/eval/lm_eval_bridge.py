@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 
+import lm_eval.models  # noqa: F401  (registers lm-eval's own models, so `--model hf` etc. still work here)
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model

@@ -62,7 +62,11 @@ def compiled_decode() -> Callable:
 class RowOutput:
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    """With `generate_ids(top_logprobs=k)`: the k likeliest (id, log-prob) pairs at each step."""
     finish_reason: str = "length"
+    stop_token: tuple[int, float, list[tuple[int, float]]] | None = None
+    """The stop id that ended the row (not in `ids`), its log-prob and the top pairs at that step."""
 
 
 @dataclass
@@ -98,8 +102,10 @@ def generate_ids(
     pad_id: int = 0,
     should_stop: Callable[[int, list[int]], bool] | None = None,
     compile: bool = False,
+    top_logprobs: int = 0,
 ) -> tuple[list[RowOutput], GenerationStats]:
-    """Generate for a batch of prompts (token ids). Rows stop at a stop id, `should_stop`, or the length limit."""
+    """Generate for a batch of prompts (token ids). Rows stop at a stop id, `should_stop`, or the length limit.
+    Each row keeps the log-probability of its chosen tokens and, with `top_logprobs`, the k likeliest ones."""
     if not prompts:
         raise InputError("no prompts given")
     if max_new_tokens < 1:
@@ -131,15 +137,22 @@ def generate_ids(
         decode_steps = 0
         for step in range(max_new_tokens):
             nxt = sample(logits, params, generator)
-            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, nxt[:, None]).squeeze(-1)
+            all_lp = torch.log_softmax(logits, dim=-1)
+            logprobs = all_lp.gather(-1, nxt[:, None]).squeeze(-1)
+            if top_logprobs:
+                top_v, top_i = all_lp.topk(top_logprobs, dim=-1)
+                top_pairs = [list(zip(i, v)) for i, v in zip(top_i.tolist(), top_v.tolist())]
             for b, (tok, lp) in enumerate(zip(nxt.tolist(), logprobs.tolist())):
                 if not active[b]:
                     continue
                 if tok in stop_ids:
                     rows[b].finish_reason, active[b] = "stop", False
+                    rows[b].stop_token = (tok, lp, top_pairs[b] if top_logprobs else [])
                     continue
                 rows[b].ids.append(tok)
                 rows[b].logprobs.append(lp)
+                if top_logprobs:
+                    rows[b].top_logprobs.append(top_pairs[b])
                 if should_stop is not None and should_stop(b, rows[b].ids):
                     rows[b].finish_reason, active[b] = "stop", False
             if not any(active) or step == max_new_tokens - 1:

@@ -20,6 +20,9 @@ class GenerationResult:
     text: str
     logprobs: list[float]
     finish_reason: str
+    top_logprobs: list[list[tuple[int, float]]]
+    stop_token: tuple[int, float, list[tuple[int, float]]] | None
+    stream: TextStream
 
 
 class TextStream:
@@ -79,6 +82,23 @@ def generate(
     prompt_ids = [tokenizer.encode(p) for p in prompts]
     if max_prompt_tokens is not None:
         prompt_ids = [_keep_last(ids, max_prompt_tokens, tokenizer.bos_id) for ids in prompt_ids]
+    return generate_from_ids(model, tokenizer, prompt_ids, max_new_tokens, params, stop, seed, on_text, compile)
+
+
+def generate_from_ids(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    max_new_tokens: int = 128,
+    params: SamplingParams = SamplingParams(),
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+    on_text: Callable[[int, str], None] | None = None,
+    compile: bool = False,
+    top_logprobs: int = 0,
+) -> tuple[list[GenerationResult], GenerationStats]:
+    """`generate` for prompts given as token ids; `top_logprobs` keeps the k likeliest tokens at each step."""
+    prompt_ids = [list(p) for p in prompt_ids]
     streams = [TextStream(tokenizer, ids, stop) for ids in prompt_ids]
 
     def should_stop(row: int, ids: list[int]) -> bool:
@@ -99,6 +119,7 @@ def generate(
         pad_id=tokenizer.pad_id or 0,
         should_stop=should_stop,
         compile=compile,
+        top_logprobs=top_logprobs,
     )
     results = []
     for b, row in enumerate(rows):
@@ -106,5 +127,16 @@ def generate(
         stream.update(row.ids)
         if on_text is not None and not stream.stopped and len(stream.text) > stream.emitted:
             on_text(b, stream.text[stream.emitted :])  # flush what was held back
-        results.append(GenerationResult(prompt_ids[b], row.ids, stream.text, row.logprobs, row.finish_reason))
+        results.append(
+            GenerationResult(
+                prompt_ids[b],
+                row.ids,
+                stream.text,
+                row.logprobs,
+                row.finish_reason,
+                row.top_logprobs,
+                row.stop_token,
+                stream,
+            )
+        )
     return results, stats

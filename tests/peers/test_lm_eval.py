@@ -26,6 +26,7 @@ from camelid.formats import load
 
 pytestmark = pytest.mark.slow
 PER_SUBJECT = 2
+SERVED_ITEMS = 60  # items per task sent through `camelid serve` (each choice is one scored prompt)
 WINDOW = 512
 
 
@@ -181,3 +182,60 @@ def test_perplexity_agrees_with_lm_eval(smollm, lm_eval_run):
         f"lm-eval {theirs:.6f}, relative difference {rel:.2e}"
     )
     assert math.isfinite(theirs) and rel < 1e-4
+
+
+@pytest.fixture(scope="module")
+def served_lm_eval_run(lm_eval_run):
+    """The first SERVED_ITEMS items of the MMLU and cloze tasks through lm-eval's own OpenAI-API model
+    (`local-completions`: its HTTP client, its request batching and its reading of echoed logprobs) talking to
+    `camelid serve`."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "camelid", "serve", "--model", "smollm2-135m", "--port", "0", "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("serving"), line + server.stderr.read()[-2000:]
+        base = line.split(" on ")[-1].strip()
+        out = lm_eval_run["dir"] / "served"
+        env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+        model_args = f"base_url={base}/completions,model=smollm2-135m,tokenizer_backend=remote,max_retries=1"
+        cmd = [sys.executable, "-m", "camelid.eval.lm_eval_bridge", "run", "--model", "local-completions",
+               "--model_args", model_args, "--tasks", "xc_mmlu", "xc_cloze",
+               "--include_path", str(lm_eval_run["dir"] / "tasks"), "--batch_size", "16", "--log_samples",
+               "--limit", str(SERVED_ITEMS), "--output_path", str(out)]  # fmt: skip
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+        assert p.returncode == 0, p.stderr[-3000:]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    samples = {}
+    for task in ("xc_mmlu", "xc_cloze"):
+        (path,) = out.rglob(f"samples_{task}_*.jsonl")
+        samples[task] = sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: r["doc_id"])
+    return samples
+
+
+@pytest.mark.parametrize("task", ["xc_mmlu", "xc_cloze"])
+def test_lm_eval_through_camelid_serve_gives_the_bridge_scores(task, lm_eval_run, served_lm_eval_run):
+    served = served_lm_eval_run[task]
+    direct = lm_eval_run["samples"][task][: len(served)]
+    assert len(served) == SERVED_ITEMS and [r["doc_id"] for r in direct] == [r["doc_id"] for r in served]
+    diffs, same_pred, same_greedy, n = [], 0, 0, 0
+    for a, b in zip(direct, served):
+        la = [float(x[0]) for x in a["filtered_resps"]]
+        lb = [float(x[0]) for x in b["filtered_resps"]]
+        diffs += [abs(x - y) for x, y in zip(la, lb)]
+        same_pred += max(range(len(la)), key=la.__getitem__) == max(range(len(lb)), key=lb.__getitem__)
+        same_greedy += sum(str(x[1]) == str(y[1]) for x, y in zip(a["filtered_resps"], b["filtered_resps"]))
+        n += len(la)
+    print(
+        f"\n{task} via `camelid serve` + lm-eval local-completions, {len(direct)} items / {n} loglikelihoods: "
+        f"max |difference| {max(diffs):.2e}, predictions agree {same_pred / len(direct):.4f}, "
+        f"is_greedy agrees {same_greedy / n:.4f}"
+    )
+    assert max(diffs) < 1e-3
+    assert same_pred / len(direct) >= 0.99
+    assert same_greedy / n >= 0.99
