@@ -24,12 +24,12 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import benchrows
 import numpy as np
 import torch
 
@@ -222,16 +222,7 @@ def child(spec: dict) -> dict:
 
 
 def run_row(spec: dict, limit: float) -> dict | str:
-    with tempfile.NamedTemporaryFile("r", suffix=".json") as f:
-        cmd = [sys.executable, __file__, "--child", json.dumps(spec), "--child-out", f.name]
-        try:
-            proc = subprocess.run(cmd, timeout=limit, capture_output=True, text=True)
-        except subprocess.TimeoutExpired:
-            return f"error: timed out after {limit:.0f} s"
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            return f"error: exit {proc.returncode}: {' | '.join(tail)}"[:400]
-        return json.loads(Path(f.name).read_text())
+    return benchrows.run_row(__file__, spec, limit)
 
 
 def best_backend(sdpa: dict) -> str:

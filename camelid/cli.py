@@ -427,7 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     docs_help = "JSON Lines with a 'text' field, or text files whose documents are separated by blank lines"
     q = dsub.add_parser("train-lm", help="train CCNet's KenLM model of a reference corpus (lmplz)")
     q.add_argument("--input", nargs="+", required=True, metavar="FILE", help=docs_help)
-    q.add_argument("--out", required=True, help="the ARPA file to write")
+    q.add_argument(
+        "--out",
+        required=True,
+        help="the model to write: KenLM binary for NAME.binary or NAME.bin (faster to load), else ARPA text",
+    )
     q.add_argument("--order", type=int, default=5)
     q.set_defaults(func=cmd_data_train_lm)
     q = dsub.add_parser("train-classifier", help="train the fastText reference-vs-random page classifier")

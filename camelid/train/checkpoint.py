@@ -8,6 +8,7 @@ leaves the previous checkpoint as it was; incomplete `.tmp` directories are remo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -32,9 +33,15 @@ from camelid.errors import CheckpointError
 from camelid.model.args import ModelArgs
 
 log = logging.getLogger(__name__)
-# A single-process run saves and loads with DCP too; its note about that is expected, not a problem.
-warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+@contextlib.contextmanager
+def _dcp_quietly():
+    """DCP warns on every single-process save and load that it assumes a single process; that is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
 
 
 def _barrier() -> None:
@@ -114,7 +121,8 @@ def save(
         tmp.mkdir(parents=True)
     _barrier()
     state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
-    dcp.save(state, checkpoint_id=str(tmp))
+    with _dcp_quietly():
+        dcp.save(state, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())
     torch.save(_rng_state(), tmp / f"rng-rank{_rank()}.pt")
     _barrier()
     if _rank() == 0:
@@ -156,7 +164,8 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
     """Restore model, optimizer and this rank's RNG state from `path`; returns train.json's contents."""
     meta = read_meta(path)
     state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
-    dcp.load(state, checkpoint_id=str(path))
+    with _dcp_quietly():
+        dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
     set_model_state_dict(model, state["model"])
     set_optimizer_state_dict(model, optimizer, state["optim"])
     rng_file = path / f"rng-rank{_rank()}.pt"
@@ -168,5 +177,6 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
 def load_model_weights(path: Path, model: torch.nn.Module) -> None:
     """Only the model part of a training checkpoint, into a plain (unsharded) model: for export."""
     state = {"model": get_model_state_dict(model, options=StateDictOptions(full_state_dict=False))}
-    dcp.load(state, checkpoint_id=str(path))
+    with _dcp_quietly():
+        dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
     set_model_state_dict(model, state["model"])

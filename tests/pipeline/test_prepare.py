@@ -299,7 +299,7 @@ def test_the_shipped_paper_recipe_loads(tmp_path):
     for name in ("commoncrawl", "c4", "github", "wikipedia", "books", "arxiv", "stackexchange"):
         (tmp_path / "raw" / name).mkdir(parents=True)
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "lm.arpa").write_text("")  # stand-ins: the steps check that their models exist
+    (tmp_path / "models" / "lm.binary").write_text("")  # stand-ins: the steps check that their models exist
     (tmp_path / "models" / "quality.bin").write_text("")
     recipe = load_recipe(tmp_path / "llama.toml")
     weights = {s.name: s.weight for s in recipe.sources}

@@ -39,6 +39,22 @@ def models(tmp_path_factory):
     return d
 
 
+def test_a_binary_model_scores_like_the_arpa_one(models, capfd):
+    """`--out NAME.binary` runs KenLM's build_binary: same scores as the ARPA model, loaded without the
+    ARPA loader's progress bar."""
+    import kenlm
+
+    p = camelid("data", "train-lm", "--input", str(models / "reference.txt"), "--out", str(models / "lm.binary"))
+    assert p.returncode == 0, p.stderr
+    assert (models / "lm.binary").read_bytes()[:4] == b"mmap" and not list(models.glob(".lm.binary*"))
+    capfd.readouterr()
+    binary = kenlm.Model(str(models / "lm.binary"))
+    assert "Loading" not in capfd.readouterr().err
+    arpa = kenlm.Model(str(models / "lm.arpa"))
+    for text in (F.english_page(7), "\n".join(F.FRENCH), spam_page(3)):
+        assert document_perplexity(binary, text) == pytest.approx(document_perplexity(arpa, text), rel=1e-4)
+
+
 def test_document_perplexity_is_kenlms_per_line_perplexity(models):
     import kenlm
 

@@ -71,12 +71,12 @@ import os, signal, sys
 import torch.distributed.checkpoint as dcp
 real_save = dcp.save
 calls = {"n": 0}
-def save(state, checkpoint_id):
+def save(state, checkpoint_id, **kw):
     calls["n"] += 1
     if calls["n"] == 2:  # the second checkpoint (step 10): write half of it, then die
-        real_save({"model": state["model"]}, checkpoint_id=checkpoint_id)
+        real_save({"model": state["model"]}, checkpoint_id=checkpoint_id, **kw)
         os.kill(os.getpid(), signal.SIGKILL)
-    return real_save(state, checkpoint_id=checkpoint_id)
+    return real_save(state, checkpoint_id=checkpoint_id, **kw)
 dcp.save = save
 from camelid.cli import main
 sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,0 +1,189 @@
+"""Batch-1 decode on one GPU: camelid's static-KV-cache decode against `transformers`' generate.
+
+The shapes of shared/bench/hf_baseline_gpu.py: the 1.26B (`1b`) and `llama-7b` architectures, random
+weights in bf16, a 16-token prompt, 128 new tokens, greedy. Rows: camelid eager, camelid with the decode
+step compiled (`torch.compile`, default mode) and compiled with CUDA graphs (mode "reduce-overhead");
+transformers eager (dynamic cache) and with a static cache + compiled forward (the baseline's
+"decode static+compile" row, which failed in shared/bench's run). Each row also gives the fraction of the
+memory-bandwidth roofline (weight bytes read per token against the copy bandwidth measured first).
+Each row runs in its own process with a time limit; results go to $OUT (default benchmarks/results/).
+
+    PYTHONPATH=. python benchmarks/decode_gpu.py            # on a GPU machine
+    PYTHONPATH=. python benchmarks/decode_gpu.py --smoke    # `debug` preset on the CPU: checks the script runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import benchrows
+import torch
+
+NEW = 128
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def copy_bandwidth() -> float:
+    """Device copy bandwidth (bytes/s, read + write) on a 2 GiB buffer."""
+    x = torch.empty(1024**3, device="cuda", dtype=torch.bfloat16).normal_()
+    y = torch.empty_like(x)
+    y.copy_(x)
+    sync("cuda")
+    t0 = time.perf_counter()
+    for _ in range(10):
+        y.copy_(x)
+    sync("cuda")
+    return 2 * x.numel() * 2 * 10 / (time.perf_counter() - t0)
+
+
+def camelid_row(name: str, mode: str, device: str) -> dict:
+    import camelid.generate.engine as engine
+    from camelid.model import build_model, preset
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = build_model(preset(name), device="meta")
+    model.to_empty(device=device)
+    model.tie_weights()
+    torch.manual_seed(0)
+    with torch.no_grad():  # random weights made on the device (camelid's seeded CPU init is slow at 7B)
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0, 0.02)
+    model = model.to(dtype).eval()
+    if mode == "reduce-overhead":
+        engine._compiled["decode"] = torch.compile(engine.decode_one_token, mode="reduce-overhead", fullgraph=True)
+    prompt = torch.randint(3, model.args.vocab_size, (16,), generator=torch.Generator().manual_seed(0)).tolist()
+    compile_ = mode != "eager"
+    t0 = time.perf_counter()
+    engine.generate_ids(model, [prompt], NEW, compile=compile_)  # warm-up: compiles (same cache size as below)
+    first = time.perf_counter() - t0
+    rows, stats = engine.generate_ids(model, [prompt], NEW, compile=compile_)
+    sync(device)
+    eager_rows, _ = engine.generate_ids(model, [prompt], 16) if compile_ else (rows, None)
+    return {
+        "tok_s": stats.tokens_per_s,
+        "first_call_s": first,
+        "weight_GB": sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9,
+        "same_first_16_tokens_as_eager": rows[0].ids[:16] == eager_rows[0].ids[:16],
+    }
+
+
+def hf_row(name: str, static: bool, device: str) -> dict:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from camelid.model import preset
+
+    a = preset(name)
+    cfg = LlamaConfig(
+        vocab_size=a.vocab_size,
+        hidden_size=a.dim,
+        intermediate_size=a.ffn_hidden,
+        num_hidden_layers=a.n_layers,
+        num_attention_heads=a.n_heads,
+        num_key_value_heads=a.kv_heads,
+        max_position_embeddings=a.max_seq_len,
+        tie_word_embeddings=False,
+    )
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    with torch.device(device):
+        m = LlamaForCausalLM(cfg).to(dtype).eval()
+    ids = torch.randint(3, cfg.vocab_size, (1, 16), device=device)
+    kw = dict(max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)
+    if static:
+        m.generation_config.cache_implementation = "static"
+        m.forward = torch.compile(m.forward, fullgraph=True)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        m.generate(ids, **kw)
+        sync(device)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = m.generate(ids, **kw)
+        sync(device)
+        dt = time.perf_counter() - t0
+    return {
+        "tok_s": (out.shape[1] - ids.shape[1]) / dt,
+        "first_call_s": first,
+        "weight_GB": sum(p.numel() * p.element_size() for p in m.parameters()) / 1e9,
+    }
+
+
+def child(spec: dict) -> dict:
+    if spec["who"] == "camelid":
+        return camelid_row(spec["name"], spec["mode"], spec["device"])
+    return hf_row(spec["name"], spec["mode"] == "static-compile", spec["device"])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="the `debug` preset on the CPU, to check the script")
+    ap.add_argument("--budget", type=float, default=420, help="seconds for all rows; later rows are skipped")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-out", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        Path(a.child_out).write_text(json.dumps(child(json.loads(a.child))))
+        return 0
+    device = "cpu" if a.smoke else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        print("error: no CUDA device; run with --smoke to check the script on the CPU", file=sys.stderr)
+        return 2
+    t_start = time.perf_counter()
+    res: dict = {
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke)",
+        "new_tokens": NEW,
+    }
+    if device == "cuda":
+        res["copy_GBps"] = copy_bandwidth() / 1e9
+    out = Path(os.environ.get("OUT", "benchmarks/results"))
+    out.mkdir(parents=True, exist_ok=True)
+    out_file = out / f"decode_gpu_{res['date']}{'_smoke' if a.smoke else ''}.json"
+    names = ["1b", "llama-7b"] if not a.smoke else ["debug"]
+    plan = []
+    for name in names:
+        for mode in ("eager", "compile", "reduce-overhead"):
+            plan.append((f"camelid_{name}_{mode}", {"who": "camelid", "name": name, "mode": mode, "device": device}))
+        for mode in ("eager", "static-compile"):
+            plan.append((f"hf_{name}_{mode}", {"who": "hf", "name": name, "mode": mode, "device": device}))
+    for key, spec in plan:
+        left = a.budget - (time.perf_counter() - t_start)
+        if left < 30:
+            res[key] = f"skipped: {left:.0f} s of the budget left"
+            continue
+        res[key] = benchrows.run_row(__file__, spec, min(150, left))
+        row = res[key]
+        if isinstance(row, dict) and "copy_GBps" in res:
+            row["roofline_fraction"] = row["tok_s"] * row["weight_GB"] / res["copy_GBps"]
+        print(f"[{time.perf_counter() - t_start:5.0f} s] {key}: {row}", flush=True)
+        out_file.write_text(json.dumps(res, indent=1))
+    print(f"\n{'row':<34} {'tok/s':>9} {'roofline':>9} {'vs HF eager':>12}")
+    for key, _ in plan:
+        row, base = res.get(key), res.get(f"hf_{key.split('_')[1]}_eager")
+        if isinstance(row, dict):
+            ratio = f"{row['tok_s'] / base['tok_s']:.2f}" if isinstance(base, dict) else "-"
+            roof = f"{row['roofline_fraction']:.1%}" if "roofline_fraction" in row else "-"
+            print(f"{key:<34} {row['tok_s']:>9.1f} {roof:>9} {ratio:>12}")
+    res["wall_s"] = time.perf_counter() - t_start
+    out_file.write_text(json.dumps(res, indent=1))
+    print(f"wrote {out_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
