@@ -25,3 +25,38 @@ def run_row(script: str, spec: dict, limit: float) -> dict | str:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             return f"error: exit {proc.returncode}: {' | '.join(tail)}"[:400]
         return json.loads(Path(f.name).read_text())
+
+
+def add_child_args(ap) -> None:
+    import argparse
+
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-out", help=argparse.SUPPRESS)
+
+
+def start(a, child) -> tuple[str, dict] | int:
+    """In a child: run the row with `child(spec)`, write it, return 0. In the parent: (device, a result header
+    with date, GPU and versions), or 2 when a GPU run finds no CUDA device."""
+    import datetime
+
+    import torch
+
+    if a.child:
+        Path(a.child_out).write_text(json.dumps(child(json.loads(a.child))))
+        return 0
+    device = "cpu" if a.smoke else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        print("error: no CUDA device; run with --smoke to check the script on the CPU", file=sys.stderr)
+        return 2
+    res = {
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke)",
+    }
+    try:
+        import transformers
+
+        res["transformers"] = transformers.__version__
+    except ImportError:
+        res["transformers"] = None
+    return device, res

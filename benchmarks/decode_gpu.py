@@ -15,10 +15,8 @@ Each row runs in its own process with a time limit; results go to $OUT (default 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -132,23 +130,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="the `debug` preset on the CPU, to check the script")
     ap.add_argument("--budget", type=float, default=420, help="seconds for all rows; later rows are skipped")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--child-out", help=argparse.SUPPRESS)
+    benchrows.add_child_args(ap)
     a = ap.parse_args()
-    if a.child:
-        Path(a.child_out).write_text(json.dumps(child(json.loads(a.child))))
-        return 0
-    device = "cpu" if a.smoke else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        print("error: no CUDA device; run with --smoke to check the script on the CPU", file=sys.stderr)
-        return 2
+    started = benchrows.start(a, child)
+    if isinstance(started, int):
+        return started
+    device, res = started
     t_start = time.perf_counter()
-    res: dict = {
-        "date": datetime.date.today().isoformat(),
-        "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke)",
-        "new_tokens": NEW,
-    }
+    res["new_tokens"] = NEW
     if device == "cuda":
         res["copy_GBps"] = copy_bandwidth() / 1e9
     out = Path(os.environ.get("OUT", "benchmarks/results"))

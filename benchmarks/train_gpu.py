@@ -21,10 +21,8 @@ seeded CPU generator, which only saves set-up time: it is not timed.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -244,29 +242,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per row (after 3 warm-up steps)")
     ap.add_argument("--budget", type=float, default=520, help="seconds for all rows; later rows are skipped")
     ap.add_argument("--skip", nargs="*", default=[], help="names of rows to skip")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--child-out", help=argparse.SUPPRESS)
+    benchrows.add_child_args(ap)
     a = ap.parse_args()
-    if a.child:
-        Path(a.child_out).write_text(json.dumps(child(json.loads(a.child))))
-        return 0
-    device = "cpu" if a.smoke else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        print("error: no CUDA device; run with --smoke to check the script on the CPU", file=sys.stderr)
-        return 2
+    started = benchrows.start(a, child)
+    if isinstance(started, int):
+        return started
+    device, res = started
     t_start = time.perf_counter()
-    res: dict = {
-        "date": datetime.date.today().isoformat(),
-        "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke)",
-        "steps_timed": a.steps,
-    }
-    try:
-        import transformers
-
-        res["transformers"] = transformers.__version__
-    except ImportError:
-        res["transformers"] = None
+    res["steps_timed"] = a.steps
     out = Path(os.environ.get("OUT", "benchmarks/results"))
     out.mkdir(parents=True, exist_ok=True)
     out_file = out / f"train_gpu_{res['date']}{'_smoke' if a.smoke else ''}.json"
