@@ -179,6 +179,8 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         # The fused AdamW kernel skips its update when `found_inf` is set, so a GPU step never waits to decide.
         self.fused_skip = bool(self.optimizer.defaults.get("fused"))
+        # On a GPU, step N's numbers are read once step N + 1 is queued (see `fit`).
+        self.read_late = self.device.type == "cuda"
         self.sdpa_backends = sdpa_priority(t.sdpa_backend)
         self.step = 0
         self.nonfinite = 0
@@ -365,7 +367,7 @@ class Trainer:
             if pending is not None:
                 self._report(pending, bar)
             pending = result
-            if self.device.type != "cuda" or validate or save:
+            if not self.read_late or validate or save:
                 self._report(pending, bar)
                 pending = None
             if validate:

@@ -101,8 +101,10 @@ def test_checkpoint_from_a_different_model_shape(token_shards, tmp_path):
     assert_one_line_error(proc, str(tmp_path / "run" / "checkpoints" / "step-00000005"), "dim 64 vs 128")
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["host-check", "fused-found-inf"])
-def test_nonfinite_steps_are_skipped_then_the_run_stops(token_shards, tmp_path, monkeypatch, fused):
+@pytest.mark.parametrize(
+    "fused, read_late", [(False, False), (True, False), (True, True)], ids=["host-check", "fused-found-inf", "gpu-path"]
+)
+def test_nonfinite_steps_are_skipped_then_the_run_stops(token_shards, tmp_path, monkeypatch, fused, read_late):
     cfg = load_config(
         write_train_config(tmp_path / "job.toml", token_shards, tmp_path / "run", training={"max_nonfinite_steps": 3})
     )
@@ -112,6 +114,7 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(token_shards, tmp_path, 
         d = trainer.optimizer.defaults
         trainer.optimizer = torch.optim.AdamW(groups, lr=d["lr"], betas=d["betas"], eps=d["eps"], fused=True)
         trainer.fused_skip = True
+    trainer.read_late = read_late  # the GPU's order: a step's numbers are read after the next step is queued
     real = trainer.forward_loss
     poisoned = {7, 9, 10, 11}  # one isolated bad step, then three in a row
 
@@ -189,3 +192,20 @@ def test_compiled_blocks_and_loss_head_train_like_eager(token_shards, tmp_path):
     print(f"compiled vs eager, 4 fp32 steps: max relative loss difference {worst:.2e}")
     assert worst < 1e-4
     assert losses[True][-1] < losses[True][0]
+
+
+def test_reading_each_step_late_logs_the_same_records(token_shards, tmp_path):
+    """The GPU loop reads step N's loss after queueing step N + 1; the records it writes are the same."""
+    records = {}
+    for late in (False, True):
+        path = write_train_config(tmp_path / f"job_{late}.toml", token_shards, tmp_path / f"run_{late}")
+        trainer = Trainer(load_config(path))
+        trainer.read_late = late
+        trainer.fit()
+        import json
+
+        rows = [json.loads(x) for x in (tmp_path / f"run_{late}" / "metrics.jsonl").read_text().splitlines()]
+        timing = {"tokens_per_s", "mfu", "energy_mwh", "co2_t", "memory_gb", "power_w"}
+        records[late] = [{k: v for k, v in r.items() if k not in timing} for r in rows]
+    assert records[True] == records[False]
+    assert len([r for r in records[True] if r["kind"] == "train"]) == 20
