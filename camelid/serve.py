@@ -299,6 +299,8 @@ def completions(engine: Engine, body: dict, emit: Callable[[dict], None] | None)
     _check_model(engine, body)
     _unsupported(body, ("presence_penalty", "frequency_penalty"), ("suffix", "logit_bias"))
     prompts = _prompts(engine, body)
+    if not all(prompts):
+        raise APIError(400, "'prompt' is empty (this model's tokenizer adds no BOS token to start from)", "prompt")
     max_tokens = _get(body, "max_tokens", (int,), 16)
     n = _get(body, "n", (int,), 1)
     best_of = _get(body, "best_of", (int,), n)
@@ -607,6 +609,12 @@ class Handler(BaseHTTPRequestHandler):
             self._json(400, APIError(400, str(e)).body())
         except ClientGoneError:
             self.close_connection = True
+        except Exception as e:  # a bug, not the client's fault: say so, keep serving
+            log.exception("error serving %s", path)
+            if getattr(self, "_stream_started", False):
+                self.close_connection = True
+            else:
+                self._json(500, APIError(500, f"internal server error: {e!r}", kind="server_error").body())
 
     def _stream(self, route, body: dict) -> None:
         """Server-sent events over chunked transfer encoding; headers go out only with the first event, so a

@@ -188,6 +188,8 @@ def test_errors_are_openai_errors(client, server, local):
     assert status == 400 and "outside the vocabulary" in r["error"]["message"]
     status, r = post(server, "/v1/completions", {"prompt": [5] * 9000, "max_tokens": 1})
     assert status == 400 and "context is 8192 tokens" in r["error"]["message"]
+    status, r = post(server, "/v1/completions", {"prompt": "", "max_tokens": 1})
+    assert status == 400 and "'prompt' is empty" in r["error"]["message"]
     status, r = post(server, "/v1/embeddings", {"input": "x"})
     assert status == 404 and r["error"]["type"] == "not_found_error"
     # the server is still serving after the refusals
