@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from camelid.generate.engine import GenerationStats, generate_ids
 from camelid.generate.sampling import SamplingParams
@@ -20,9 +20,11 @@ class GenerationResult:
     text: str
     logprobs: list[float]
     finish_reason: str
-    top_logprobs: list[list[tuple[int, float]]]
-    stop_token: tuple[int, float, list[tuple[int, float]]] | None
-    stream: TextStream
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    """With `top_logprobs=k`: the k likeliest (id, log-prob) pairs at each step."""
+    stop_token: tuple[int, float, list[tuple[int, float]]] | None = None
+    """The stop id that ended the row (in neither `ids` nor `text`), its log-prob and top pairs."""
+    stream: TextStream | None = None
 
 
 class TextStream:

@@ -1,34 +1,18 @@
-"""`camelid serve`: an OpenAI-compatible HTTP server for one model.
-
-Endpoints: `GET /v1/models`, `POST /v1/completions` (text or token-id prompts, `echo`, `logprobs`),
-`POST /v1/chat/completions` (the model's own chat template), both with `stream` (server-sent events) and
-`n`; vLLM's `POST /tokenize`, `POST /detokenize` and `GET /tokenizer_info`, which lm-eval-harness's
-`local-completions` model uses; and `GET /health`. Errors are OpenAI's JSON error object with a 4xx status.
-
-Requests are served one at a time (a lock around the model); the choices and prompts of one request run as
-one batch. Standard library HTTP server, no extra dependencies.
-"""
+"""OpenAI's API over an `Engine`: request checking, the completions and chat endpoints (bodies and stream
+chunks), vLLM's tokenizer endpoints, and OpenAI's error object."""
 
 from __future__ import annotations
 
-import json
-import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import torch
 
 from camelid.errors import CamelidError
 from camelid.generate.chat import PLAIN_TEMPLATE, render
-from camelid.generate.sampling import SamplingParams, sample
-from camelid.generate.text import TextStream, generate_from_ids
-
-log = logging.getLogger(__name__)
+from camelid.generate.sampling import SamplingParams
+from camelid.generate.text import GenerationResult
+from camelid.serve.engine import Engine, Scored
 
 MAX_N = 16
 MAX_LOGPROBS = 20
@@ -45,14 +29,10 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}}
 
 
-class ClientGoneError(Exception):
-    """The client closed the connection while a response was streaming."""
-
-
 # -- request fields ---------------------------------------------------------------------------------------
 
 
-def _get(body: dict, key: str, kinds: tuple, default: Any = None) -> Any:
+def get_field(body: dict, key: str, kinds: tuple, default: Any = None) -> Any:
     value = body.get(key, default)
     if value is None:
         return default
@@ -83,9 +63,9 @@ def _unsupported(body: dict, allowed_zero: Iterable[str], must_be_empty: Iterabl
 
 
 def _sampling(body: dict) -> SamplingParams:
-    temperature = float(_get(body, "temperature", (int, float), 1.0))
-    top_p = float(_get(body, "top_p", (int, float), 1.0))
-    top_k = _get(body, "top_k", (int,), None)
+    temperature = float(get_field(body, "temperature", (int, float), 1.0))
+    top_p = float(get_field(body, "top_p", (int, float), 1.0))
+    top_k = get_field(body, "top_k", (int,), None)
     if temperature < 0 or temperature > 2:
         raise APIError(400, f"'temperature' must be between 0 and 2, got {temperature}", "temperature")
     if not 0 < top_p <= 1:
@@ -96,145 +76,6 @@ def _sampling(body: dict) -> SamplingParams:
 
 
 # -- the model side ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Choice:
-    """One generated continuation: its tokens, their texts and log-probabilities, and why it ended."""
-
-    ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    top: list[list[tuple[int, float]]] = field(default_factory=list)
-    text: str = ""
-    finish_reason: str = "length"
-    stop_token: tuple[int, float, list[tuple[int, float]]] | None = None
-    """The stop id that ended the choice (not in `ids` or the text), with its log-prob and top pairs."""
-
-
-@dataclass
-class Scored:
-    """A prompt scored by one forward pass: each token's log-prob (None for the first), the top pairs at each
-    position, and the logits of the next token."""
-
-    logprobs: list[float | None]
-    top: list[list[tuple[int, float]]]
-    next_logits: torch.Tensor
-
-
-class Engine:
-    """The served model: tokenization, scoring and batched generation, one request at a time."""
-
-    def __init__(self, model, tokenizer, name: str, chat_template: str | None = None) -> None:
-        self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.chat_template = chat_template
-        self.lock = threading.Lock()
-        self.created = int(time.time())
-        self.context = model.args.max_seq_len
-
-    def token_texts(self, ids: list[int], prefix: list[int] = ()) -> list[str]:
-        """The text each token adds when decoded after `prefix` and the tokens before it (so a SentencePiece
-        word-start keeps its space and a multi-byte character split over tokens lands on its last token)."""
-        out, context = [], list(prefix)[-4:]
-        for i in ids:
-            before = self.tokenizer.decode(context) if context else ""
-            after = self.tokenizer.decode([*context, i])
-            out.append(after[len(before) :] if after.startswith(before) else self.tokenizer.decode([i]))
-            context = [*context[-3:], i]
-        return out
-
-    def encode(self, text: str, special: bool = True) -> list[int]:
-        return self.tokenizer.encode(text) if special else self.tokenizer.encode(text, bos=False)
-
-    @torch.inference_mode()
-    def score(self, prompts: list[list[int]], top: int) -> list[Scored]:
-        """Log-probability of every prompt token given the ones before it, the `top` likeliest tokens at each
-        position, and the next-token logits; batches of 8 right-padded prompts (causal, so padding after a
-        prompt does not change it)."""
-        device = self.model.tok_embeddings.weight.device
-        out = []
-        for start in range(0, len(prompts), 8):
-            chunk = prompts[start : start + 8]
-            tokens = torch.zeros(len(chunk), max(len(p) for p in chunk), dtype=torch.long, device=device)
-            for b, p in enumerate(chunk):
-                tokens[b, : len(p)] = torch.tensor(p, dtype=torch.long)
-            logits = self.model(tokens)
-            for b, p in enumerate(chunk):
-                lp = torch.log_softmax(logits[b, : len(p) - 1].float(), dim=-1)
-                chosen = lp.gather(-1, tokens[b, 1 : len(p), None]).squeeze(-1).tolist()
-                tops: list[list[tuple[int, float]]] = [[] for _ in range(len(p))]
-                if top:
-                    v, i = lp.topk(min(top, lp.shape[-1]), dim=-1)
-                    tops[1:] = [list(zip(ii, vv)) for ii, vv in zip(i.tolist(), v.tolist())]
-                out.append(Scored([None, *chosen], tops, logits[b, len(p) - 1].float()))
-        return out
-
-    def next_token(
-        self,
-        prompts: list[list[int]],
-        scored: list[Scored],
-        params: SamplingParams,
-        stop: list[str],
-        seed: int | None,
-        top: int,
-    ) -> list[Choice]:
-        """One new token per prompt from logits already computed by `score` (no second forward pass)."""
-        logits = torch.stack([s.next_logits for s in scored])
-        generator = torch.Generator(device=logits.device)
-        generator.manual_seed(seed if seed is not None else torch.seed())
-        nxt = sample(logits, params, generator).tolist()
-        lps = torch.log_softmax(logits, dim=-1)
-        choices = []
-        for b, tok in enumerate(nxt):
-            lp = float(lps[b, tok])
-            pairs = []
-            if top:
-                v, i = lps[b].topk(top)
-                pairs = list(zip(i.tolist(), v.tolist()))
-            if tok in self.tokenizer.stop_ids:
-                choices.append(Choice(finish_reason="stop", stop_token=(tok, lp, pairs)))
-                continue
-            stream = TextStream(self.tokenizer, prompts[b], stop)
-            stream.update([tok])
-            if stream.stopped and not stream.text:
-                choices.append(Choice([], [], [], "", "stop"))
-            else:
-                choices.append(Choice([tok], [lp], [pairs], stream.text, "stop" if stream.stopped else "length"))
-        return choices
-
-    def _text_len(self, stream: TextStream, ids: list[int]) -> int:
-        return len(self.tokenizer.decode(stream.context + ids)) - stream.prefix_len
-
-    def generate(
-        self,
-        prompts: list[list[int]],
-        max_tokens: int,
-        params: SamplingParams,
-        stop: list[str],
-        seed: int | None,
-        top: int,
-        on_text: Callable[[int, str], None] | None = None,
-    ) -> list[Choice]:
-        """Continue each prompt (one batch); `on_text(row, delta)` streams the text as it is made."""
-        for p in prompts:
-            if len(p) >= self.context:
-                raise APIError(
-                    400,
-                    f"the prompt is {len(p)} tokens; this model's context is {self.context} tokens. Shorten it.",
-                    "prompt",
-                )
-        results, _ = generate_from_ids(
-            self.model, self.tokenizer, prompts, max_tokens, params, stop, seed, on_text, top_logprobs=top
-        )
-        choices = []
-        for r in results:
-            n = len(r.ids)
-            if r.stream.stopped:  # keep the tokens that made the returned text, not those of the stop string
-                n = next((k for k in range(n + 1) if self._text_len(r.stream, r.ids[:k]) >= len(r.text)), n)
-            choices.append(Choice(r.ids[:n], r.logprobs[:n], r.top_logprobs[:n], r.text, r.finish_reason, r.stop_token))
-        return choices
-
-
-# -- the endpoints ----------------------------------------------------------------------------------------
 
 
 class Reply:
@@ -301,12 +142,12 @@ def completions(engine: Engine, body: dict, emit: Callable[[dict], None] | None)
     prompts = _prompts(engine, body)
     if not all(prompts):
         raise APIError(400, "'prompt' is empty (this model's tokenizer adds no BOS token to start from)", "prompt")
-    max_tokens = _get(body, "max_tokens", (int,), 16)
-    n = _get(body, "n", (int,), 1)
-    best_of = _get(body, "best_of", (int,), n)
-    echo = _get(body, "echo", (bool,), False)
-    logprobs = _get(body, "logprobs", (int,), None)
-    seed = _get(body, "seed", (int,), None)
+    max_tokens = get_field(body, "max_tokens", (int,), 16)
+    n = get_field(body, "n", (int,), 1)
+    best_of = get_field(body, "best_of", (int,), n)
+    echo = get_field(body, "echo", (bool,), False)
+    logprobs = get_field(body, "logprobs", (int,), None)
+    seed = get_field(body, "seed", (int,), None)
     stream = emit is not None
     if not 1 <= n <= MAX_N:
         raise APIError(400, f"'n' must be between 1 and {MAX_N}, got {n}", "n")
@@ -337,7 +178,7 @@ def completions(engine: Engine, body: dict, emit: Callable[[dict], None] | None)
             on_text = (lambda row, delta: emit(chunk(row, delta, None))) if stream else None
             choices = engine.generate(flat, max_tokens, params, stop, seed, top, on_text)
         else:
-            choices = [Choice(finish_reason="length") for _ in flat]
+            choices = [GenerationResult(p, [], "", [], "length") for p in flat]
     usage = _usage(sum(len(p) for p in prompts), sum(_generated(c) for c in choices))
     if stream:
         for i, c in enumerate(choices):
@@ -357,12 +198,14 @@ def completions(engine: Engine, body: dict, emit: Callable[[dict], None] | None)
     return reply.body(out, usage)
 
 
-def _generated(c: Choice) -> int:
+def _generated(c: GenerationResult) -> int:
     """Tokens the model produced for a choice, counting the stop token that ended it (as vLLM counts)."""
     return len(c.ids) + (c.stop_token is not None)
 
 
-def _completion_logprobs(engine: Engine, prompt: list[int], c: Choice, scored: Scored | None, top: int) -> dict:
+def _completion_logprobs(
+    engine: Engine, prompt: list[int], c: GenerationResult, scored: Scored | None, top: int
+) -> dict:
     """The legacy completions `logprobs` object: tokens, token_logprobs, top_logprobs, text_offset. A stop token
     that ended the choice is listed last (its text is not in the completion), as OpenAI and vLLM list it:
     lm-eval reads the prompt's log-probs as all entries but the last."""
@@ -373,7 +216,7 @@ def _completion_logprobs(engine: Engine, prompt: list[int], c: Choice, scored: S
         tops = [None] + [_top_dict(engine, t) for t in scored.top[1:]]
     texts += engine.token_texts(c.ids, prefix=prompt)
     lps += c.logprobs
-    tops += [_top_dict(engine, t) for t in c.top] if top else [{} for _ in c.ids]
+    tops += [_top_dict(engine, t) for t in c.top_logprobs] if top else [{} for _ in c.ids]
     if c.stop_token is not None:
         tok, lp, pairs = c.stop_token
         texts.append(engine.tokenizer.decode([tok]) or engine.tokenizer.id_to_piece(tok))
@@ -432,11 +275,13 @@ def chat_completions(engine: Engine, body: dict, emit: Callable[[dict], None] | 
     messages = [_message_text(m, i) for i, m in enumerate(messages)]
     prompt, template_stop = chat_prompt(engine, messages)
     default_max = max(1, engine.context - len(prompt))
-    max_tokens = _get(body, "max_completion_tokens", (int,), None) or _get(body, "max_tokens", (int,), default_max)
-    n = _get(body, "n", (int,), 1)
-    want_lp = _get(body, "logprobs", (bool,), False)
-    top = _get(body, "top_logprobs", (int,), 0)
-    seed = _get(body, "seed", (int,), None)
+    max_tokens = get_field(body, "max_completion_tokens", (int,), None) or get_field(
+        body, "max_tokens", (int,), default_max
+    )
+    n = get_field(body, "n", (int,), 1)
+    want_lp = get_field(body, "logprobs", (bool,), False)
+    top = get_field(body, "top_logprobs", (int,), 0)
+    seed = get_field(body, "seed", (int,), None)
     if max_tokens < 1:
         raise APIError(400, f"'max_tokens' must be >= 1, got {max_tokens}", "max_tokens")
     if not 1 <= n <= MAX_N:
@@ -484,7 +329,7 @@ def chat_completions(engine: Engine, body: dict, emit: Callable[[dict], None] | 
     return reply.body(out, usage, kind="chat.completion")
 
 
-def _chat_logprobs(engine: Engine, prompt: list[int], c: Choice, top: int) -> dict:
+def _chat_logprobs(engine: Engine, prompt: list[int], c: GenerationResult, top: int) -> dict:
     texts = engine.token_texts(c.ids, prefix=prompt)
 
     def entry(text: str, lp: float) -> dict:
@@ -492,7 +337,7 @@ def _chat_logprobs(engine: Engine, prompt: list[int], c: Choice, top: int) -> di
 
     content = []
     for k, (text, lp) in enumerate(zip(texts, c.logprobs)):
-        alts = [entry(engine.tokenizer.decode([i]), v) for i, v in c.top[k]] if top else []
+        alts = [entry(engine.tokenizer.decode([i]), v) for i, v in c.top_logprobs[k]] if top else []
         content.append({**entry(text, lp), "top_logprobs": alts})
     return {"content": content}
 
@@ -537,127 +382,3 @@ def models(engine: Engine) -> dict:
     card = {"id": engine.name, "object": "model", "created": engine.created, "owned_by": "camelid",
             "max_model_len": engine.context}  # fmt: skip
     return {"object": "list", "data": [card]}
-
-
-# -- HTTP -------------------------------------------------------------------------------------------------
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "camelid"
-    engine: Engine  # set on the subclass made by `make_server`
-
-    def log_message(self, fmt: str, *args) -> None:
-        log.info("%s %s", self.address_string(), fmt % args)
-
-    def _json(self, status: int, obj: dict) -> None:
-        data = json.dumps(obj, ensure_ascii=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw or b"{}")
-        except json.JSONDecodeError as e:
-            raise APIError(400, f"the request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise APIError(400, "the request body must be a JSON object")
-        return body
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        path = self.path.split("?")[0].rstrip("/")
-        if path == "/health":
-            self._json(200, {"status": "ok"})
-        elif path == "/v1/models":
-            self._json(200, models(self.engine))
-        elif path == f"/v1/models/{self.engine.name}":
-            self._json(200, models(self.engine)["data"][0])
-        elif path == "/tokenizer_info":
-            self._json(200, tokenizer_info(self.engine))
-        else:
-            self._json(404, APIError(404, f"no such endpoint: GET {path}", kind="not_found_error").body())
-
-    def do_POST(self) -> None:  # noqa: N802
-        path = self.path.split("?")[0].rstrip("/")
-        routes = {"/v1/completions": completions, "/v1/chat/completions": chat_completions}
-        simple = {"/tokenize": tokenize, "/detokenize": detokenize}
-        streaming = False
-        try:
-            if path not in routes and path not in simple:
-                raise APIError(404, f"no such endpoint: POST {path}", kind="not_found_error")
-            body = self._body()
-            if path in simple:
-                self._json(200, simple[path](self.engine, body))
-                return
-            streaming = bool(_get(body, "stream", (bool,), False))
-            if not streaming:
-                self._json(200, routes[path](self.engine, body, None))
-                return
-            self._stream(routes[path], body)
-        except APIError as e:
-            if streaming and getattr(self, "_stream_started", False):
-                self._send_event(e.body())
-                self._end_stream()
-            else:
-                self._json(e.status, e.body())
-        except CamelidError as e:
-            self._json(400, APIError(400, str(e)).body())
-        except ClientGoneError:
-            self.close_connection = True
-        except Exception as e:  # a bug, not the client's fault: say so, keep serving
-            log.exception("error serving %s", path)
-            if getattr(self, "_stream_started", False):
-                self.close_connection = True
-            else:
-                self._json(500, APIError(500, f"internal server error: {e!r}", kind="server_error").body())
-
-    def _stream(self, route, body: dict) -> None:
-        """Server-sent events over chunked transfer encoding; headers go out only with the first event, so a
-        request refused before any output still gets a plain JSON error and its status."""
-        self._stream_started = False
-
-        def emit(obj: dict) -> None:
-            if not self._stream_started:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Cache-Control", "no-cache")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                self._stream_started = True
-            self._send_event(obj)
-
-        route(self.engine, body, emit)
-        if not self._stream_started:
-            emit({})
-        self._write_chunk(b"data: [DONE]\n\n")
-        self._end_stream()
-
-    def _send_event(self, obj: dict) -> None:
-        self._write_chunk(b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n")
-
-    def _write_chunk(self, data: bytes) -> None:
-        try:
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            raise ClientGoneError() from None
-
-    def _end_stream(self) -> None:
-        try:
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-
-def make_server(engine: Engine | None, host: str, port: int) -> ThreadingHTTPServer:
-    """The HTTP server (listening, not yet serving); its handler's `engine` may be set later."""
-    handler = type("CamelidHandler", (Handler,), {"engine": engine})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
