@@ -60,3 +60,20 @@ def start(a, child) -> tuple[str, dict] | int:
     except ImportError:
         res["transformers"] = None
     return device, res
+
+
+def hf_llama(name: str, device: str, dtype=None):
+    """The baseline model: `transformers`' LlamaForCausalLM with the shape of camelid's preset `name` (the
+    config camelid exports), SDPA attention, random weights made on `device`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from camelid.formats.hf import to_hf_config
+    from camelid.model import preset
+
+    cfg = LlamaConfig(**to_hf_config(preset(name)))
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg)
+    return model if dtype is None else model.to(dtype)

@@ -79,27 +79,9 @@ def camelid_row(name: str, mode: str, device: str) -> dict:
 
 
 def hf_row(name: str, static: bool, device: str) -> dict:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from camelid.model import preset
-
-    a = preset(name)
-    cfg = LlamaConfig(
-        vocab_size=a.vocab_size,
-        hidden_size=a.dim,
-        intermediate_size=a.ffn_hidden,
-        num_hidden_layers=a.n_layers,
-        num_attention_heads=a.n_heads,
-        num_key_value_heads=a.kv_heads,
-        max_position_embeddings=a.max_seq_len,
-        tie_word_embeddings=False,
-    )
-    cfg._attn_implementation = "sdpa"
-    torch.manual_seed(0)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    with torch.device(device):
-        m = LlamaForCausalLM(cfg).to(dtype).eval()
-    ids = torch.randint(3, cfg.vocab_size, (1, 16), device=device)
+    m = benchrows.hf_llama(name, device, dtype).eval()
+    ids = torch.randint(3, m.config.vocab_size, (1, 16), device=device)
     kw = dict(max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)
     if static:
         m.generation_config.cache_implementation = "static"

@@ -116,28 +116,13 @@ def camelid_row(name: str, seq: int, mb: int, compile_: bool, steps: int, device
 def hf_row(name: str, seq: int, mb: int, compile_: bool, steps: int, device: str) -> dict:
     """The baseline, as shared/bench/hf_baseline_gpu.py: LlamaForCausalLM (SDPA), fused AdamW, bf16 autocast,
     clip 1.0, the whole model under torch.compile."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from camelid.model import preset
 
     a = preset(name)
-    cfg = LlamaConfig(
-        vocab_size=a.vocab_size,
-        hidden_size=a.dim,
-        intermediate_size=a.ffn_hidden,
-        num_hidden_layers=a.n_layers,
-        num_attention_heads=a.n_heads,
-        num_key_value_heads=a.kv_heads,
-        max_position_embeddings=a.max_seq_len,
-        tie_word_embeddings=False,
-    )
-    cfg._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    with torch.device(device):
-        m = LlamaForCausalLM(cfg)
+    m = benchrows.hf_llama(name, device)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=device == "cuda")
     fwd = torch.compile(m) if compile_ else m
-    ids = torch.randint(0, cfg.vocab_size, (mb, seq), device=device)
+    ids = torch.randint(0, a.vocab_size, (mb, seq), device=device)
     losses = []
 
     def step():
