@@ -81,24 +81,29 @@ def train_kenlm(texts: Iterable[str], out: str | Path, order: int = 5, memory: s
                 n += 1
         if n == 0:
             raise InputError("the reference corpus has no text to train a language model on")
-        tmp_out = out.with_name(f".{out.name}.tmp")
-        cmd = [str(lmplz), "-o", str(order), "-S", memory, "-T", tmp, "--discount_fallback"]
-        with open(corpus, "rb") as fin, open(tmp_out, "wb") as fout:
-            p = subprocess.run(cmd, stdin=fin, stdout=fout, stderr=subprocess.PIPE)
-        if p.returncode != 0:
+        tmp_out = out.with_name(f".{out.name}.tmp")  # beside `out`: the final rename is atomic, nothing is copied
+        try:
+            with open(corpus, "rb") as fin, open(tmp_out, "wb") as fout:
+                lmplz_cmd = [lmplz, "-o", order, "-S", memory, "-T", tmp, "--discount_fallback"]
+                _run_kenlm(lmplz_cmd, "the reference corpus", stdin=fin, stdout=fout)
+            if out.suffix in (".binary", ".bin"):
+                arpa, tmp_out = tmp_out, out.with_name(f".{out.name}.bin.tmp")
+                try:
+                    _run_kenlm([kenlm_binary("build_binary"), arpa, tmp_out], "the trained model")
+                finally:
+                    arpa.unlink(missing_ok=True)
+            os.replace(tmp_out, out)
+        except InputError:
             tmp_out.unlink(missing_ok=True)
-            tail = p.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise InputError(f"lmplz failed on the reference corpus: {tail[0]}")
-        if out.suffix in (".binary", ".bin"):
-            arpa, tmp_out = tmp_out, out.with_name(f".{out.name}.bin.tmp")
-            p = subprocess.run([str(kenlm_binary("build_binary")), str(arpa), str(tmp_out)], capture_output=True)
-            arpa.unlink(missing_ok=True)
-            if p.returncode != 0:
-                tmp_out.unlink(missing_ok=True)
-                tail = p.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-                raise InputError(f"build_binary failed on the trained model: {tail[0]}")
-        os.replace(tmp_out, out)
+            raise
     return out
+
+
+def _run_kenlm(cmd: list, what: str, **kw) -> None:
+    p = subprocess.run([str(c) for c in cmd], stderr=subprocess.PIPE, **kw)
+    if p.returncode != 0:
+        tail = p.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise InputError(f"{Path(str(cmd[0])).name} failed on {what}: {tail[0]}")
 
 
 def document_perplexity(model, text: str) -> float:
