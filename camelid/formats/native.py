@@ -1,115 +1,132 @@
-"""camelid's native checkpoint: a directory with config.json, tokenizer.model and model.safetensors.
+"""camelid's own format: a directory with config.json, model.safetensors and the tokenizer's files.
 
-config.json holds `{"format": "camelid", "format_version": 1, "model": {ModelArgs}, "dtype": ...}`.
-Loading mmaps the weights into a model built on the meta device; saving writes a temp directory and
-renames it into place, so a crash never leaves a half-written checkpoint.
+config.json holds `{"format": "camelid", "format_version": 2, "model": {ModelArgs}, "dtype": ...,
+"special": {bos/eos/pad ids, stop ids, add_bos}, "chat_template", "generation", "metadata"}`; the
+tokenizer is `tokenizer.model` (SentencePiece, Llama 3's tiktoken file) or `tokenizer.json` (byte-level BPE).
+Version 1 (tokenizer.model only) still reads. Loading mmaps the weights; saving writes a temp directory
+and renames it into place, so a crash never leaves a half-written checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from camelid.atomic import atomic_directory
 from camelid.errors import CheckpointError
-from camelid.formats.atomic import atomic_directory
+from camelid.formats.release import Release, clean_metadata
 from camelid.formats.safetensors_io import load_file, save_file
 from camelid.model.args import ModelArgs
-from camelid.model.transformer import Transformer
 
-CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.model"
-FORMAT_VERSION = 1
-
-
-def is_native(path: Path) -> bool:
-    cfg = path / CONFIG
-    if not cfg.is_file():
-        return False
-    try:
-        return json.loads(cfg.read_text()).get("format") == "camelid"
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
+FORMAT_VERSION = 2
 
 
-def read_config(path: Path) -> ModelArgs:
+def _config(path: Path) -> dict[str, Any]:
     cfg_path = path / CONFIG
     try:
-        cfg = json.loads(cfg_path.read_text())
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{cfg_path} does not exist; a camelid checkpoint directory needs one") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
     if not isinstance(cfg, dict) or "model" not in cfg:
         raise CheckpointError(f"{cfg_path}: missing key 'model'")
-    return ModelArgs.from_dict(cfg["model"], source=str(cfg_path))
+    return cfg
+
+
+def read_config(path: Path) -> ModelArgs:
+    return ModelArgs.from_dict(_config(path)["model"], source=str(path / CONFIG))
+
+
+class CamelidFormat:
+    name = "camelid"
+    priority = 30
+    options = ()
+
+    def detect(self, path: Path) -> bool:
+        cfg = path / CONFIG
+        if not path.is_dir() or not cfg.is_file():
+            return False
+        try:
+            data = json.loads(cfg.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{cfg} is not valid JSON ({e})") from None
+        if isinstance(data, dict) and data.get("format") == "camelid":
+            return True
+        if isinstance(data, dict) and "model" in data and "model_type" not in data and "architectures" not in data:
+            raise CheckpointError(f"{cfg}: missing key 'format' (expected \"camelid\")")
+        return False
+
+    def read_args(self, path: Path) -> ModelArgs:
+        return read_config(path)
+
+    def read(self, path: Path, dtype: torch.dtype | None = None) -> Release:
+        from camelid.tokenizer.files import apply_special, read_dir
+
+        cfg = _config(path)
+        args = ModelArgs.from_dict(cfg["model"], source=str(path / CONFIG))
+        state = load_file(path / WEIGHTS)
+        tok = read_dir(path)
+        if tok is None:
+            raise CheckpointError(f"{path} holds no tokenizer (tokenizer.model or tokenizer.json)")
+        apply_special(tok, cfg.get("special"))
+        template = cfg.get("chat_template")
+        return Release(
+            args,
+            state,
+            tok,
+            template if isinstance(template, str) else None,
+            cfg.get("generation") if isinstance(cfg.get("generation"), dict) else {},
+            clean_metadata(cfg.get("metadata") or {}),
+        )
+
+    def write(self, release: Release, path: Path) -> Path:
+        from camelid.tokenizer.files import native_files, special_table
+
+        tensors = dict(release.state)
+        any_dtype = next(iter(tensors.values())).dtype
+        with atomic_directory(path) as tmp:
+            save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
+            for name, data in native_files(release.tokenizer).items():
+                (tmp / name).write_bytes(data)
+            config: dict[str, Any] = {
+                "format": "camelid",
+                "format_version": FORMAT_VERSION,
+                "model": release.args.to_dict(),
+                "dtype": str(any_dtype).removeprefix("torch."),
+                "special": special_table(release.tokenizer),
+            }
+            if release.chat_template:
+                config["chat_template"] = release.chat_template
+            if release.generation:
+                config["generation"] = release.generation
+            if release.metadata:
+                config["metadata"] = clean_metadata(release.metadata)
+            (tmp / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+
+FORMAT = CamelidFormat()
 
 
 def save_native(
     path: str | Path,
     state_dict: dict[str, torch.Tensor],
     args: ModelArgs,
-    tokenizer_file: str | Path,
+    tokenizer,
     dtype: torch.dtype | None = None,
+    chat_template: str | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically; `dtype` converts the weights (default: as given)."""
-    path = Path(path)
-    tensors = {}
-    for name, t in state_dict.items():
-        if name == "output.weight" and args.tie_embeddings:
-            continue
-        tensors[name] = t.to(dtype) if dtype is not None else t
-    any_dtype = next(iter(tensors.values())).dtype
-    with atomic_directory(path) as tmp:
-        save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
-        shutil.copyfile(tokenizer_file, tmp / TOKENIZER)
-        config = {
-            "format": "camelid",
-            "format_version": FORMAT_VERSION,
-            "model": args.to_dict(),
-            "dtype": str(any_dtype).removeprefix("torch."),
-        }
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    return path
+    """Write a checkpoint directory atomically from a model's state dict; `tokenizer` is a tokenizer object or
+    the path of a tokenizer.model. `dtype` converts the weights (default: as given)."""
+    from camelid.formats.release import canonical_state
+    from camelid.tokenizer import load_tokenizer
 
-
-def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape for a model of `args` (tied embeddings store no `output.weight`)."""
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in Transformer(args).state_dict().items()}
-    if args.tie_embeddings:
-        expected.pop("output.weight")
-    return expected
-
-
-def load_state(path: Path, args: ModelArgs) -> dict[str, torch.Tensor]:
-    """The mmap'd weights of a checkpoint, checked tensor by tensor against the shapes `args` implies."""
-    weights = path / WEIGHTS
-    state = load_file(weights)
-    expected = expected_shapes(args)
-    for name in expected:
-        if name not in state:
-            raise CheckpointError(f"{weights}: missing tensor {name!r}")
-        if tuple(state[name].shape) != tuple(expected[name]):
-            raise CheckpointError(
-                f"{weights}: tensor {name!r} has shape {tuple(state[name].shape)}, "
-                f"config.json implies {tuple(expected[name])}"
-            )
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise CheckpointError(f"{weights}: unexpected tensor {extra[0]!r} for this config")
-    return state
-
-
-def model_from_state(
-    args: ModelArgs, state: dict[str, torch.Tensor], dtype: torch.dtype | None, device: str | torch.device
-) -> Transformer:
-    """Assign `state` into a meta-built model: no weight is copied unless a dtype or device change asks for it."""
-    with torch.device("meta"):
-        model = Transformer(args)
-    if dtype is not None or str(device) != "cpu":
-        state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in state.items()}
-    model.load_state_dict(state, strict=not args.tie_embeddings, assign=True)
-    model.tie_weights()
-    return model.eval()
+    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+    state = canonical_state(args, state_dict, path)
+    release = Release(args, state, tok, chat_template).to(dtype)
+    return FORMAT.write(release, Path(path))

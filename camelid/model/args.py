@@ -9,15 +9,35 @@ from typing import Any
 
 from camelid.errors import ConfigError
 
+ROPE_TYPES = ("llama3", "linear")
+
 
 @dataclass(frozen=True)
 class RopeScaling:
-    """Llama 3.1 frequency-dependent RoPE scaling (Meta's `apply_scaling`)."""
+    """RoPE scaling: Llama 3.1's frequency-dependent rule (Meta's `apply_scaling`, `rope_type` "llama3") or
+    linear position interpolation (every frequency divided by `factor`, `rope_type` "linear")."""
 
     factor: float = 8.0
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_seq_len: int = 8192
+    rope_type: str = "llama3"
+
+    def __post_init__(self) -> None:
+        if self.rope_type not in ROPE_TYPES:
+            raise ConfigError(f"model.rope_scaling.rope_type {self.rope_type!r} is not one of {', '.join(ROPE_TYPES)}")
+        for name in ("factor", "low_freq_factor", "high_freq_factor"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0 or v != v or v == float("inf"):
+                raise ConfigError(f"model.rope_scaling.{name} must be a positive number, got {v!r}")
+        if self.rope_type == "llama3" and not self.high_freq_factor > self.low_freq_factor:
+            raise ConfigError(
+                f"model.rope_scaling.high_freq_factor ({self.high_freq_factor}) must exceed low_freq_factor "
+                f"({self.low_freq_factor})"
+            )
+        v = self.original_max_seq_len
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"model.rope_scaling.original_max_seq_len must be a positive integer, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,18 @@ class ModelArgs:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def canonical(self) -> ModelArgs:
+        """The same model written one way: derived sizes explicit (FFN width, kv heads), so two configs that
+        build identical models compare equal whatever rule each used to state its sizes."""
+        return dataclasses.replace(
+            self,
+            n_kv_heads=self.kv_heads,
+            multiple_of=256,
+            ffn_dim_multiplier=None,
+            hidden_dim=self.ffn_hidden,
+            head_dim=None if self.head_size * self.n_heads == self.dim else self.head_size,
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelArgs:

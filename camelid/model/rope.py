@@ -10,10 +10,12 @@ from camelid.model.args import ModelArgs, RopeScaling
 
 
 def inverse_frequencies(head_dim: int, theta: float, scaling: RopeScaling | None = None) -> torch.Tensor:
-    """theta^(-2i/d) for i < d/2, in fp32, with Llama 3.1's frequency-dependent scaling when given."""
+    """theta^(-2i/d) for i < d/2, in fp32, with linear or Llama 3.1's frequency-dependent scaling when given."""
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     if scaling is None:
         return freqs
+    if scaling.rope_type == "linear":
+        return freqs / scaling.factor
     low_wavelen = scaling.original_max_seq_len / scaling.low_freq_factor
     high_wavelen = scaling.original_max_seq_len / scaling.high_freq_factor
     wavelen = 2 * math.pi / freqs

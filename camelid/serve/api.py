@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from camelid.errors import CamelidError
-from camelid.generate.chat import PLAIN_TEMPLATE, render
+from camelid.generate.chat import chat_ids, chat_stop
 from camelid.generate.sampling import SamplingParams
 from camelid.generate.text import GenerationResult
 from camelid.serve.engine import Engine, Scored
@@ -255,14 +255,11 @@ def _message_text(m: dict, i: int) -> dict[str, str]:
 def chat_prompt(engine: Engine, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:
     """Token ids of the conversation rendered with the model's chat template (as `camelid chat` renders it),
     and the stop strings a template-less model needs."""
-    tok = engine.tokenizer
-    bos = tok.id_to_piece(tok.bos_id) if getattr(tok, "bos_id", None) is not None else ""
-    eos = tok.id_to_piece(tok.eos_id) if getattr(tok, "eos_id", None) is not None else ""
     try:
-        text = render(engine.chat_template or PLAIN_TEMPLATE, messages, bos_token=bos, eos_token=eos)
+        ids = chat_ids(engine.tokenizer, engine.chat_template, messages)
     except CamelidError as e:
         raise APIError(400, str(e), "messages") from None
-    return engine.encode(text), ([] if engine.chat_template else ["\nUser:"])
+    return ids, chat_stop(engine.chat_template)
 
 
 def chat_completions(engine: Engine, body: dict, emit: Callable[[dict], None] | None) -> dict | None:

@@ -16,8 +16,11 @@ class Tokenizer(Protocol):
     eos_id: int | None
     pad_id: int | None
     stop_ids: set[int]
+    add_bos: bool
 
-    def encode(self, text: str, bos: bool | None = None, eos: bool = False) -> list[int]: ...
+    def encode(self, text: str, bos: bool | None = None, eos: bool = False, special: bool = ...) -> list[int]:
+        """Token ids; `bos` None means the tokenizer's own convention (`add_bos`); with `special`, the text of
+        special tokens (`<|im_start|>`, `<s>`) becomes those tokens."""
 
     def decode(self, ids: Sequence[int]) -> str: ...
 

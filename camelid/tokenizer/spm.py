@@ -115,6 +115,8 @@ class SentencePieceTokenizer:
         pattern = re.compile(f"{SPACE}*[^{SPACE}]*")
         self._chunked = not model.treat_whitespace_as_suffix and all(pattern.fullmatch(p) for p in self._merge_vocab)
         self._chunk_re = re.compile(f"{SPACE}*[^{SPACE}]+|{SPACE}+")
+        control = sorted((p for p, t in zip(model.pieces, model.types) if t == CONTROL and p), key=len, reverse=True)
+        self._control = re.compile("|".join(re.escape(p) for p in control)) if control else None
 
     @classmethod
     def from_file(cls, path: str | Path) -> SentencePieceTokenizer:
@@ -154,9 +156,21 @@ class SentencePieceTokenizer:
             text += space
         return text
 
-    def encode(self, text: str, bos: bool | None = None, eos: bool = False) -> list[int]:
-        """Token ids of `text`; `bos` defaults to the tokenizer's own convention (`add_bos`)."""
-        if self._library is not None:
+    def encode(self, text: str, bos: bool | None = None, eos: bool = False, special: bool = False) -> list[int]:
+        """Token ids of `text`; `bos` defaults to the tokenizer's own convention (`add_bos`). With `special`, the
+        text of control pieces (`<s>`, `</s>`, ...) becomes those tokens and each stretch between them is encoded
+        on its own (as transformers' fast Llama tokenizer does); sentencepiece itself never does this."""
+        if special and self._control is not None:
+            ids = []
+            pos = 0
+            for m in self._control.finditer(text):
+                if m.start() > pos:
+                    ids.extend(self.encode(text[pos : m.start()], bos=False))
+                ids.append(self._all[m.group()])
+                pos = m.end()
+            if pos < len(text):
+                ids.extend(self.encode(text[pos:], bos=False))
+        elif self._library is not None:
             ids = list(self._library.encode(text))
         else:
             normalized = self.normalize(text)
@@ -257,6 +271,7 @@ class SentencePieceTokenizer:
         text: list[str] = []
         pending = bytearray()
         strip_first = m.add_dummy_prefix or m.remove_extra_whitespaces
+        first = True  # sentencepiece drops the dummy-prefix space of the first piece only
         for i in ids:
             i = int(i)
             if not 0 <= i < self.vocab_size:
@@ -274,8 +289,9 @@ class SentencePieceTokenizer:
                 text.append(m.unk_surface)
                 continue
             piece = self.pieces[i]
-            if strip_first and not any(text) and piece.startswith(SPACE):
+            if strip_first and first and piece.startswith(SPACE):
                 piece = piece[1:]
+            first = False
             text.append(piece.replace(SPACE, " "))
         if pending:
             text.append(pending.decode("utf-8", errors="replace"))

@@ -53,7 +53,9 @@ class HFTokenizer:
         self.stop_ids = {i for i in (self.eos_id, *ends) if i is not None}
         self.add_bos = bool(cfg.get("add_bos_token", False))
 
-    def encode(self, text: str, bos: bool | None = None, eos: bool = False) -> list[int]:
+    def encode(self, text: str, bos: bool | None = None, eos: bool = False, special: bool = True) -> list[int]:
+        """Token ids; added tokens in the text are matched (the library always does; `special` is accepted for
+        the common protocol)."""
         ids = self.tok.encode(text, add_special_tokens=False).ids
         if (self.add_bos if bos is None else bos) and self.bos_id is not None:
             ids.insert(0, self.bos_id)
@@ -83,6 +85,7 @@ class Llama3Tokenizer:
         import tiktoken
         from tiktoken.load import load_tiktoken_bpe
 
+        self.path = Path(path)
         try:
             ranks = load_tiktoken_bpe(str(path))
         except Exception as e:
@@ -100,8 +103,8 @@ class Llama3Tokenizer:
         self.add_bos = True
         self.stop_ids = {self.eos_id, self.special["<|eot_id|>"], self.special["<|eom_id|>"]}
 
-    def encode(self, text: str, bos: bool | None = None, eos: bool = False) -> list[int]:
-        ids = self.enc.encode(text, allowed_special="all")
+    def encode(self, text: str, bos: bool | None = None, eos: bool = False, special: bool = True) -> list[int]:
+        ids = self.enc.encode(text, allowed_special="all") if special else self.enc.encode(text, disallowed_special=())
         if self.add_bos if bos is None else bos:
             ids.insert(0, self.bos_id)
         if eos:

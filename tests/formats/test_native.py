@@ -38,10 +38,14 @@ def test_bf16_save_and_load(tmp_path, tokenizer_path):
 
 
 def test_weights_are_memory_mapped(tmp_path):
-    save_file({"a": torch.arange(1000, dtype=torch.float32)}, tmp_path / "w.safetensors")
-    t = load_file(tmp_path / "w.safetensors")["a"]
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.arange(1000, dtype=torch.float32)}, path)
+    t = load_file(path)["a"]
     assert torch.equal(t, torch.arange(1000, dtype=torch.float32))
-    assert t.untyped_storage().nbytes() == os.path.getsize(tmp_path / "w.safetensors")  # a view of the whole file
+    maps = open("/proc/self/maps").read()
+    assert str(path) in maps  # the tensor is a view of the mapped file, not a copy
+    t.add_(1)  # copy-on-write: the file keeps its bytes
+    assert torch.equal(load_file(path)["a"], torch.arange(1000, dtype=torch.float32))
 
 
 def test_safetensors_written_by_us_load_in_the_reference(tmp_path):
@@ -63,7 +67,7 @@ def test_save_replaces_atomically(tmp_path, tokenizer_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr("camelid.formats.native.shutil.copyfile", boom)
+    monkeypatch.setattr("camelid.tokenizer.files.native_files", boom)
     with pytest.raises(OSError):
         save_native(path, build_model(args, seed=2).state_dict(), args, tokenizer_path)
     assert (path / "model.safetensors").read_bytes() == before  # the old checkpoint is untouched

@@ -48,3 +48,19 @@ def test_ids_equal_auto_tokenizer(hf_tokenizer_dir, corpus):
         assert ours.encode(s) == theirs.encode(s, add_special_tokens=True), s
         assert ours.decode(ours.encode(s)) == theirs.decode(theirs.encode(s), skip_special_tokens=True)
     assert ours.bos_id == theirs.bos_token_id and ours.eos_id == theirs.eos_token_id
+
+
+def test_byte_level_tokenizer_json_becomes_camelids_own(hf_tokenizer_dir, corpus):
+    """A byte-level BPE tokenizer.json is read into camelid's own tokenizer (which GGUF can store), same ids."""
+    from camelid.tokenizer.bpe import ByteLevelBPETokenizer
+    from camelid.tokenizer.files import read_dir
+
+    ours = read_dir(hf_tokenizer_dir)
+    assert isinstance(ours, ByteLevelBPETokenizer) and ours.pre == "gpt2"
+    theirs = transformers.AutoTokenizer.from_pretrained(str(hf_tokenizer_dir))
+    text = corpus.read_text(encoding="utf-8")
+    rng = random.Random(1)
+    spans = [text[i : i + rng.randrange(1, 300)] for i in (rng.randrange(len(text)) for _ in range(300))]
+    for s in spans + ["<|im_start|>user\nHi 🦙 <|im_end|>"]:
+        assert ours.encode(s) == theirs.encode(s, add_special_tokens=True), s
+    assert ours.bos_id == theirs.bos_token_id and ours.eos_id == theirs.eos_token_id

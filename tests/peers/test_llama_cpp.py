@@ -15,6 +15,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from camelid.formats import load, resolve  # noqa: E402
 from camelid.formats.convert import convert  # noqa: E402
+from tests.peers.texts import random_unicode  # noqa: E402
 
 PROMPTS = {
     "prose": "The history of the Roman Empire spans more than a thousand years, from the founding of the city",
@@ -117,29 +118,6 @@ def test_f16_gguf_runs_in_llama_cpp(tmp_path):
     with torch.no_grad():
         mine = ours.model(torch.tensor([ids]))[0].float()
     assert (mine.argmax(-1) == theirs.argmax(-1)).float().mean() > 0.9
-
-
-def random_unicode(rng: random.Random) -> str:
-    ranges = [
-        (0x20, 0x7E),
-        (0xA0, 0x24F),
-        (0x370, 0x3FF),
-        (0x400, 0x4FF),
-        (0x3040, 0x30FF),
-        (0x4E00, 0x9FFF),
-        (0xAC00, 0xD7A3),
-        (0x1F300, 0x1FAFF),
-        (0x0600, 0x06FF),
-        (0x0900, 0x097F),
-    ]
-    out = []
-    for _ in range(rng.randint(1, 60)):
-        if rng.random() < 0.15:
-            out.append(rng.choice([" ", "  ", "\n", "\t", "\r\n", "0", "42", "3.14", "'s", "'ll"]))
-        else:
-            lo, hi = rng.choice(ranges)
-            out.append(chr(rng.randint(lo, hi)))
-    return "".join(out)
 
 
 def test_gguf_tokenizer_equals_llama_cpp(q4, ours_q4):

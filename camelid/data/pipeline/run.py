@@ -23,6 +23,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers import JsonlReader as DatatroveJsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
+from camelid.atomic import write_text
 from camelid.data.pipeline.readers import READERS
 from camelid.data.pipeline.recipe import GLOBAL_STEPS, Recipe, Source, build_step
 from camelid.data.pipeline.steps import BookDedup, Defects
@@ -182,12 +183,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def prepare(recipe: Recipe, workers: int = 1, executor: str = "local") -> dict:
     """Run every source of the recipe; returns the manifest."""
     out = recipe.out_dir
@@ -272,8 +267,8 @@ def write_manifest(recipe: Recipe) -> dict:
             "stage2": _stats(work / "logs" / source.name / "stage2"),
         }
     manifest["train_tokens"] = recipe.train_tokens
-    _atomic_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    _atomic_text(out / "stats.json", json.dumps(stats, indent=1, sort_keys=True) + "\n")
+    write_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_text(out / "stats.json", json.dumps(stats, indent=1, sort_keys=True) + "\n")
     lines = ["[data]", "train = ["]
     for s in manifest["sources"]:
         if s["documents"]:  # a source that kept nothing for training has no shard directory
@@ -282,7 +277,7 @@ def write_manifest(recipe: Recipe) -> dict:
     if recipe.val_fraction:
         lines.append(f'val = ["{(out / "val").as_posix()}"]')
     lines += [f'tokenizer = "{recipe.tokenizer.as_posix()}"', ""]
-    _atomic_text(out / "train_data.toml", "\n".join(lines))
+    write_text(out / "train_data.toml", "\n".join(lines))
     return manifest
 
 
