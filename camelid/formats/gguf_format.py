@@ -180,9 +180,11 @@ def read_args(reader, path: Path) -> ModelArgs:
         raise CheckpointError(f"{path}: llama.embedding_length and llama.attention.head_count must be positive")
     tokens = fields.strings("tokenizer.ggml.tokens", None)
     vocab = fields.get("llama.vocab_size", int, len(tokens) if tokens else 0)
-    head_dim = fields.get("llama.attention.key_length", int, None) or fields.get(
-        "llama.rope.dimension_count", int, dim // n_heads
-    )
+    head_dim = fields.get("llama.attention.key_length", int, None)
+    if head_dim is None:
+        head_dim = fields.get("llama.rope.dimension_count", int, dim // n_heads)
+    if head_dim <= 0:
+        raise CheckpointError(f"{path}: the head dimension (llama.attention.key_length) must be positive")
     theta = fields.get("llama.rope.freq_base", float, 10000.0)
     scaling = _read_rope_scaling(reader, fields, path, names, head_dim, theta)
     try:

@@ -99,10 +99,14 @@ def from_hf_state_dict(state: dict[str, torch.Tensor], args: ModelArgs, source: 
             meta = hf_to_meta_name(name)
         except KeyError:
             raise CheckpointError(f"{source or 'checkpoint'}: unexpected tensor {name!r} for a Llama model") from None
-        if meta.endswith("attention.wq.weight"):
-            w = permute_to_meta(w, args.n_heads)
-        elif meta.endswith("attention.wk.weight"):
-            w = permute_to_meta(w, args.kv_heads)
+        heads = args.n_heads if meta.endswith("attention.wq.weight") else args.kv_heads
+        if meta.endswith(("attention.wq.weight", "attention.wk.weight")):
+            if w.dim() != 2 or w.shape[0] != heads * args.head_size:
+                raise CheckpointError(
+                    f"{source}: tensor {name!r} has shape {tuple(w.shape)}, the config implies "
+                    f"({heads * args.head_size}, {args.dim})"
+                )
+            w = permute_to_meta(w, heads)
         out[meta] = w
     return out
 
@@ -167,9 +171,10 @@ def _typed(cfg: dict, key: str, kind: type, source: str, default: Any = ...) -> 
 
 
 def _rope_from_hf(cfg: dict, source: str) -> tuple[float, RopeScaling | None]:
+    for key in ("rope_parameters", "rope_scaling"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], dict):
+            raise CheckpointError(f"{source}: {key} must be an object, got {cfg[key]!r}")
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    if not isinstance(rope, dict):
-        raise CheckpointError(f"{source}: rope_scaling must be an object, got {rope!r}")
     rope = rope.get("full_attention", rope) if isinstance(rope.get("full_attention"), dict) else rope
     theta = _typed(rope, "rope_theta", float, source, None) or _typed(cfg, "rope_theta", float, source, 10000.0)
     kind = rope.get("rope_type", rope.get("type", "default")) or "default"

@@ -12,6 +12,17 @@ from camelid.errors import ConfigError
 ROPE_TYPES = ("llama3", "linear")
 
 
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+
+
+def _positive_number(name: str, value: Any) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise ConfigError(f"model.{name} must be a positive number, got {value!r}")
+
+
 @dataclass(frozen=True)
 class RopeScaling:
     """RoPE scaling: Llama 3.1's frequency-dependent rule (Meta's `apply_scaling`, `rope_type` "llama3") or
@@ -27,17 +38,13 @@ class RopeScaling:
         if self.rope_type not in ROPE_TYPES:
             raise ConfigError(f"model.rope_scaling.rope_type {self.rope_type!r} is not one of {', '.join(ROPE_TYPES)}")
         for name in ("factor", "low_freq_factor", "high_freq_factor"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0 or v != v or v == float("inf"):
-                raise ConfigError(f"model.rope_scaling.{name} must be a positive number, got {v!r}")
+            _positive_number(f"rope_scaling.{name}", getattr(self, name))
         if self.rope_type == "llama3" and not self.high_freq_factor > self.low_freq_factor:
             raise ConfigError(
                 f"model.rope_scaling.high_freq_factor ({self.high_freq_factor}) must exceed low_freq_factor "
                 f"({self.low_freq_factor})"
             )
-        v = self.original_max_seq_len
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ConfigError(f"model.rope_scaling.original_max_seq_len must be a positive integer, got {v!r}")
+        _positive_int("rope_scaling.original_max_seq_len", self.original_max_seq_len)
 
 
 @dataclass(frozen=True)
@@ -61,10 +68,21 @@ class ModelArgs:
     tie_embeddings: bool = False
 
     def __post_init__(self) -> None:
+        """Every field checked for its type and range, so a bad value is one error naming it, wherever the value
+        came from (a preset override, a checkpoint's config, a GGUF header)."""
         for name in ("dim", "n_layers", "n_heads", "vocab_size", "multiple_of", "max_seq_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+            _positive_int(name, getattr(self, name))
+        for name in ("n_kv_heads", "hidden_dim", "head_dim"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        for name in ("norm_eps", "rope_theta"):
+            _positive_number(name, getattr(self, name))
+        if self.ffn_dim_multiplier is not None:
+            _positive_number("ffn_dim_multiplier", self.ffn_dim_multiplier)
+        if not isinstance(self.tie_embeddings, bool):
+            raise ConfigError(f"model.tie_embeddings must be true or false, got {self.tie_embeddings!r}")
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, RopeScaling):
+            raise ConfigError(f"model.rope_scaling must be a table of RoPE scaling fields, got {self.rope_scaling!r}")
         if self.head_dim is None and self.dim % self.n_heads:
             raise ConfigError(f"model.dim ({self.dim}) must be divisible by model.n_heads ({self.n_heads})")
         if self.kv_heads <= 0 or self.n_heads % self.kv_heads:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -38,10 +39,17 @@ _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 @contextlib.contextmanager
 def _dcp_quietly():
-    """DCP warns on every single-process save and load that it assumes a single process; that is intended."""
+    """DCP warns on every single-process save and load that it assumes a single process (that is intended), and
+    logs a traceback at WARNING for each file a damaged checkpoint lacks (camelid reports the damage itself, in one
+    line)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
-        yield
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
 
 
 def _barrier() -> None:
@@ -113,26 +121,39 @@ def save(
     tokenizer_file: Path | None,
     keep: int,
 ) -> Path:
-    """Write checkpoint `step` on every rank (collective), then keep only the newest `keep`."""
+    """Write checkpoint `step` on every rank (collective), then keep only the newest `keep`. A save that fails
+    (a full disk) removes its temp directory and raises a CheckpointError naming the checkpoint that survives."""
     final = step_dir(root, step)
     tmp = final.with_name(final.name + ".tmp")
+    try:
+        if _rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        _barrier()
+        state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
+        with _dcp_quietly():
+            dcp.save(state, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())
+        torch.save(_rng_state(), tmp / f"rng-rank{_rank()}.pt")
+        _barrier()
+        if _rank() == 0:
+            if tokenizer_file is not None:
+                shutil.copyfile(tokenizer_file, tmp / "tokenizer.model")
+            meta = {"step": step, "model": args.to_dict(), **train_state}
+            (tmp / "train.json").write_text(json.dumps(meta, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+    except (OSError, RuntimeError, CheckpointException) as e:
+        cause = getattr(e, "strerror", None) or str(e).strip().splitlines()[-1][:200]
+        with contextlib.suppress(OSError):  # torch reports a full disk as a zip-writer error: say what it is
+            if shutil.disk_usage(root).free < 1 << 20:
+                cause = f"no space left on the device ({cause})"
+        if _rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        previous = list_checkpoints(root)
+        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+        raise CheckpointError(f"saving checkpoint step {step} to {root} failed ({cause}); {kept}") from None
     if _rank() == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    _barrier()
-    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
-    with _dcp_quietly():
-        dcp.save(state, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())
-    torch.save(_rng_state(), tmp / f"rng-rank{_rank()}.pt")
-    _barrier()
-    if _rank() == 0:
-        if tokenizer_file is not None:
-            shutil.copyfile(tokenizer_file, tmp / "tokenizer.model")
-        meta = {"step": step, "model": args.to_dict(), **train_state}
-        (tmp / "train.json").write_text(json.dumps(meta, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
         for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     _barrier()
@@ -141,9 +162,14 @@ def save(
 
 def read_meta(path: Path) -> dict:
     try:
-        return json.loads((path / "train.json").read_text())
+        meta = json.loads((path / "train.json").read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path} is not a complete training checkpoint (no train.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path / 'train.json'} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict) or not isinstance(meta.get("step"), int):
+        raise CheckpointError(f"{path / 'train.json'} lacks the step or the model config")
+    return meta
 
 
 def check_model(path: Path, args: ModelArgs) -> None:
@@ -161,16 +187,24 @@ def check_model(path: Path, args: ModelArgs) -> None:
 
 
 def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore model, optimizer and this rank's RNG state from `path`; returns train.json's contents."""
+    """Restore model, optimizer and this rank's RNG state from `path`; returns train.json's contents. A damaged
+    or incomplete checkpoint (truncated or missing files) is a CheckpointError naming it."""
     meta = read_meta(path)
+    if not (path / ".metadata").is_file():
+        raise CheckpointError(f"checkpoint {path} is damaged or incomplete (its DCP .metadata file is missing)")
     state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
-    with _dcp_quietly():
-        dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
+    rng_file = path / f"rng-rank{_rank()}.pt"
+    try:
+        with _dcp_quietly():
+            dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
+        rng = torch.load(rng_file, weights_only=True) if rng_file.is_file() else None
+    except (Exception, CheckpointException) as e:  # DCP's CheckpointException is a BaseException
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"checkpoint {path} is damaged or incomplete ({type(e).__name__}: {first})") from None
     set_model_state_dict(model, state["model"])
     set_optimizer_state_dict(model, optimizer, state["optim"])
-    rng_file = path / f"rng-rank{_rank()}.pt"
-    if rng_file.is_file():
-        _set_rng_state(torch.load(rng_file, weights_only=True))
+    if rng is not None:
+        _set_rng_state(rng)
     return meta
 
 

@@ -301,13 +301,31 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------------------
 
     def maybe_resume(self) -> None:
+        """Resume from the newest complete and loadable checkpoint: a damaged newer one is skipped with a warning
+        (and left on disk for inspection); if none loads, the run stops with one line instead of starting over."""
         checkpoint.clean_incomplete(self.ckpt_root)
         found = checkpoint.list_checkpoints(self.ckpt_root)
         if not found or not self.cfg.checkpoint.resume:
             return
-        path = found[-1]
-        checkpoint.check_model(path, self.args)
-        meta = checkpoint.load(path, self.model, self.optimizer)
+        meta = path = None
+        for candidate in reversed(found):
+            try:
+                checkpoint.read_meta(candidate)
+            except CamelidError as e:
+                log.warning("%s; trying the checkpoint before it", e)
+                continue
+            checkpoint.check_model(candidate, self.args)  # another model's checkpoint is an error, not damage
+            try:
+                meta = checkpoint.load(candidate, self.model, self.optimizer)
+                path = candidate
+                break
+            except CamelidError as e:
+                log.warning("%s; trying the checkpoint before it", e)
+        if meta is None:
+            raise CamelidError(
+                f"no checkpoint in {self.ckpt_root} loads ({len(found)} damaged); move them away to start over, or "
+                "set checkpoint.resume = false"
+            )
         self.loader.load_state_dict(meta["loader"])
         self.step = int(meta["step"])
         self.power.joules = float(meta.get("energy_j", 0.0))

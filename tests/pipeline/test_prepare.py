@@ -176,8 +176,10 @@ def test_github_rules(run):
 def test_wikipedia_rules(run):
     s = run["stats"]["wikipedia"]["stage1"]
     assert step(s, "wikipedia languages")["dropped_language_not_in_paper_list"] == 1  # the xh dump
-    # one article per dump (the redirect and the talk page are not articles); the fr dump's XML breaks after it
-    assert s[0]["documents"] == 3 and s[0]["file_error_malformed_xml"] == 1
+    # one article per dump (the redirect and the talk page are not articles); the fr dump's XML breaks after it,
+    # and its damaged rest is one more document, dropped for that reason
+    assert s[0]["documents"] == 4 and s[0]["file_error_malformed_xml"] == 1
+    assert step(s, "defects")["dropped_damaged_malformed_xml"] == 1
     texts_ = sorted(texts(run, "wikipedia"))
     assert [t.split(" ", 1)[0] for t in texts_] == ["Exampleville", "Villeexemple"]
     assert "[[" not in texts_[0] and "Category" not in texts_[0]
@@ -213,6 +215,7 @@ def test_damaged_inputs_are_counted_not_fatal(run):
     s = run["stats"]["damaged"]["stage1"]
     reader, defects = s[0], step(s, "defects")
     assert reader["file_error_truncated"] == 2  # the truncated .gz and .bz2
+    assert defects["dropped_damaged_truncated"] == 2  # each counted as a document dropped for it
     for reason in ("binary", "empty", "invalid_utf8", "too_long"):
         assert defects[f"dropped_{reason}"] == 1, reason
     assert defects["forwarded"] == 1  # fine.txt

@@ -24,10 +24,19 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.readers.base import BaseDiskReader
 from loguru import logger
 
-from camelid.data.pipeline.text import LICENSE_FILES, WIKI_LANGUAGES, clean_latex, decode, detect_license
+from camelid.data.pipeline.text import (
+    LICENSE_FILES,
+    WIKI_LANGUAGES,
+    LimitExceededError,
+    clean_latex,
+    decode,
+    detect_license,
+)
 
 
 def _error_kind(e: BaseException) -> str:
+    if isinstance(e, LimitExceededError):
+        return e.kind
     if isinstance(e, EOFError) or "end-of-stream" in str(e) or "truncated" in str(e).lower():
         return "truncated"
     if isinstance(e, (ET.ParseError,)):
@@ -41,31 +50,91 @@ def _error_kind(e: BaseException) -> str:
     return type(e).__name__.lower()
 
 
+# Decompression is bounded: past MIN_BOMB_BYTES of output, more than MAX_RATIO bytes out per byte in is a bomb.
+MAX_RATIO = 200
+MIN_BOMB_BYTES = 64 * 2**20
+
+
+class BoundedStream(io.RawIOBase):
+    """A decompressing stream that refuses to expand its compressed input more than MAX_RATIO times (past the
+    first MIN_BOMB_BYTES), so a small member that inflates to gigabytes stops early instead of filling memory."""
+
+    def __init__(self, inner, raw, name: str) -> None:
+        super().__init__()
+        self.inner, self.raw, self.name, self.out = inner, raw, name, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = self.inner.readinto(buf)
+        self.out += n
+        if self.out > MIN_BOMB_BYTES:
+            try:
+                consumed = max(1, self.raw.tell())
+            except (OSError, ValueError):
+                consumed = 1
+            if self.out > MAX_RATIO * consumed:
+                raise LimitExceededError(
+                    "decompression_bomb", f"{self.name} expands more than {MAX_RATIO}x ({self.out:,} bytes so far)"
+                )
+        return n
+
+
 def _open_decompressed(raw, name: str):
     if name.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw)
-    if name.endswith(".bz2"):
-        return bz2.BZ2File(raw)
-    if name.endswith(".xz"):
-        return lzma.LZMAFile(raw)
-    return raw
+        inner = gzip.GzipFile(fileobj=raw)
+    elif name.endswith(".bz2"):
+        inner = bz2.BZ2File(raw)
+    elif name.endswith(".xz"):
+        inner = lzma.LZMAFile(raw)
+    else:
+        return raw
+    return io.BufferedReader(BoundedStream(inner, raw, name), 1 << 16)
+
+
+def read_at_most(stream, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of `stream` and whether there was more (the rest is not read)."""
+    data = stream.read(limit + 1)
+    return data[:limit], len(data) > limit
+
+
+def lines_at_most(stream, limit: int):
+    """(line, too_long) for each line of `stream`; a line over `limit` bytes is skipped without being held."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while True:  # drain the rest of the long line, a piece at a time
+                rest = stream.readline(1 << 20)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield b"", True
+            continue
+        yield line, False
 
 
 class CamelidReader(BaseDiskReader):
     """A datatrove disk reader whose files are parsed by `records(path)`, which yields (id, bytes or str, metadata);
-    errors inside a file are counted, never raised."""
+    errors inside a file are counted, never raised. Every record becomes one document (a bad record one with a
+    `defect`), and a file that cannot be read to its end one more, with defect `damaged_<kind>`, so what a reader
+    met always equals what later steps keep plus what they drop, by reason."""
 
     name = "camelid reader"
     source = "data"
 
-    def __init__(self, data_folder, glob_pattern: str | None = None, source: str = "data", **kwargs) -> None:
+    def __init__(self, data_folder, glob_pattern: str | None = None, source: str = "data", max_bytes: int = 20_000_000,
+                 **kwargs) -> None:  # fmt: skip
         super().__init__(data_folder, glob_pattern=glob_pattern, **kwargs)
         self.source = source
+        self.max_bytes = max_bytes  # one record's bytes; a longer one is a `too_long` document, never held
 
     def records(self, path: str) -> Iterator[tuple[str, bytes | str, dict]]:
         raise NotImplementedError
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
+        where = {"source": self.source, "file_path": self.data_folder.resolve_paths(filepath)}
         try:
             for doc_id, content, meta in self.records(filepath):
                 if isinstance(content, bytes):
@@ -73,7 +142,7 @@ class CamelidReader(BaseDiskReader):
                 else:
                     text, defect = content, (None if content.strip() else "empty")
                 defect = meta.pop("defect", None) or defect
-                metadata = {"source": self.source, "file_path": self.data_folder.resolve_paths(filepath), **meta}
+                metadata = {**where, **meta}
                 if defect:
                     metadata["defect"] = defect
                 yield Document(text=text, id=f"{self.source}/{doc_id}", metadata=metadata)
@@ -81,6 +150,8 @@ class CamelidReader(BaseDiskReader):
             kind = _error_kind(e)
             self.stat_update(f"file_error_{kind}")
             logger.warning(f"{filepath}: {kind} ({e}); documents read before the damage are kept")
+            damaged = {**where, "defect": f"damaged_{kind}"}
+            yield Document(text="", id=f"{self.source}/{filepath}#damage", metadata=damaged)
 
 
 class TextReader(CamelidReader):
@@ -90,7 +161,8 @@ class TextReader(CamelidReader):
 
     def records(self, path):
         with self.data_folder.open(path, "rb") as raw:
-            yield path, _open_decompressed(raw, path).read(), {}
+            data, longer = read_at_most(_open_decompressed(raw, path), self.max_bytes)
+            yield path, b"" if longer else data, {"defect": "too_long"} if longer else {}
 
 
 def _scalars(row: dict) -> dict:
@@ -106,15 +178,21 @@ class JsonlReader(CamelidReader):
 
     def records(self, path):
         with self.data_folder.open(path, "rb") as raw:
-            for n, line in enumerate(_open_decompressed(raw, path)):
+            for n, (line, too_long) in enumerate(lines_at_most(_open_decompressed(raw, path), self.max_bytes)):
+                if too_long:
+                    yield f"{path}/{n}", "", {"defect": "too_long"}
+                    continue
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
-                    text = row.pop(self.text_key)
-                except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                     yield f"{path}/{n}", "", {"defect": "malformed_json"}
                     continue
+                if not isinstance(row, dict) or self.text_key not in row:
+                    yield f"{path}/{n}", "", {"defect": "malformed_json"}  # a scalar, a list, or no text field
+                    continue
+                text = row.pop(self.text_key)
                 yield f"{path}/{n}", text if isinstance(text, str) else "", _scalars(row)
 
 
@@ -147,13 +225,19 @@ class WarcReader(CamelidReader):
             for record in ArchiveIterator(f):
                 url = record.rec_headers.get_header("WARC-Target-URI") or ""
                 rid = record.rec_headers.get_header("WARC-Record-ID") or url
-                if record.rec_type == "conversion":  # WET
-                    yield rid, record.content_stream().read(), {"url": url}
-                elif record.rec_type == "response":
+                if record.rec_type not in ("conversion", "response"):
+                    continue
+                body, longer = read_at_most(record.content_stream(), self.max_bytes)
+                if longer:
+                    yield rid, b"", {"url": url, "defect": "too_long"}
+                elif getattr(record.raw_stream, "limit", 0) > 0:  # the file ended inside this record
+                    yield rid, b"", {"url": url, "defect": "truncated_record"}
+                elif record.rec_type == "conversion":  # WET
+                    yield rid, body, {"url": url}
+                else:
                     ctype = record.http_headers.get_header("Content-Type", "") if record.http_headers else ""
                     if "html" not in ctype.lower():
                         continue
-                    body = record.content_stream().read()
                     if b"\x00" in body[:4096]:
                         yield rid, body, {"url": url}  # decode() names it binary
                         continue
@@ -261,7 +345,10 @@ class CodeReader(CamelidReader):
         parts = PurePosixPath(path).parts
         project = parts[0] if len(parts) > 1 else ""
         with self.data_folder.open(path, "rb") as f:
-            raw = f.read()
+            raw, longer = read_at_most(f, self.max_bytes)
+        if longer:
+            yield path, b"", {"defect": "too_long", "project": project}
+            return
         license_ = detect_license(raw[:4000].decode("utf-8", errors="replace")) if b"SPDX" in raw[:4000] else None
         yield path, raw, {"license": license_ or self._project_license(project), "project": project}
 
@@ -276,6 +363,9 @@ class CodeReader(CamelidReader):
             license_ = license_ or self.default_license
             for m in sorted(members, key=lambda m: m.name):
                 if m.name.lower().endswith(CODE_EXTENSIONS):
+                    if m.size > self.max_bytes:  # the size a tar header declares, checked before reading
+                        yield f"{path}!{m.name}", b"", {"defect": "too_long", "project": path}
+                        continue
                     raw = tar.extractfile(m).read()
                     own = (
                         detect_license(raw[:4000].decode("utf-8", errors="replace")) if b"SPDX" in raw[:4000] else None
@@ -298,9 +388,17 @@ class ArxivReader(CamelidReader):
             with tarfile.open(fileobj=io.BytesIO(data)) as tar:
                 for m in tar.getmembers():
                     if m.isfile() and m.name.endswith(".tex"):
+                        if m.size > self.max_bytes:
+                            yield f"{path}!{m.name}", b"", {"defect": "too_long"}
+                            return
                         files[m.name] = tar.extractfile(m).read().decode("utf-8", errors="replace")
         except tarfile.ReadError:
-            raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+            raw, longer = data, False
+            if data[:2] == b"\x1f\x8b":
+                raw, longer = read_at_most(_open_decompressed(io.BytesIO(data), ".gz"), self.max_bytes)
+            if longer:
+                yield path, b"", {"defect": "too_long"}
+                return
             text, defect = decode(raw)
             if defect:
                 yield path, raw, {}
@@ -321,7 +419,10 @@ class ArxivReader(CamelidReader):
 
         for _ in range(3):
             tex = re.sub(r"\\(?:input|include)\{([^}]+)\}", inline, tex)
-        yield path, clean_latex(tex), {"main_file": main}
+        try:
+            yield path, clean_latex(tex, max_chars=self.max_bytes), {"main_file": main}
+        except LimitExceededError:  # macros that expand to more than a document may hold (a macro bomb)
+            yield path, "", {"main_file": main, "defect": "macro_expansion_too_long"}
 
 
 class StackExchangeReader(CamelidReader):
@@ -355,22 +456,27 @@ class StackExchangeReader(CamelidReader):
         site = PurePosixPath(path).parent.name or "stackexchange"
         questions: dict[int, dict] = {}
         answers: dict[int, list[dict]] = {}
-        damage = None
+        damage, bad_rows = None, 0
         try:
             with self.data_folder.open(path, "rb") as raw:
                 for _, elem in ET.iterparse(_open_decompressed(raw, path), events=("end",)):
                     if elem.tag == "row":
                         row = dict(elem.attrib)
-                        if row.get("PostTypeId") == "1":
-                            questions[int(row["Id"])] = row
-                        elif row.get("PostTypeId") == "2" and row.get("ParentId"):
-                            answers.setdefault(int(row["ParentId"]), []).append(row)
+                        try:
+                            if row.get("PostTypeId") == "1":
+                                questions[int(row["Id"])] = row
+                            elif row.get("PostTypeId") == "2" and row.get("ParentId"):
+                                answers.setdefault(int(row["ParentId"]), []).append(row)
+                        except (KeyError, ValueError):
+                            bad_rows += 1  # an id that is not a number: this row is a document dropped as such
                     elem.clear()
         except Exception as e:  # what was parsed before the damage is still emitted, then the damage counted
             damage = e
         for qid in sorted(questions):
             thread = stackexchange_thread(questions[qid], answers.get(qid, []))
             yield f"{site}/{qid}", thread, {"site": site, "answers": len(answers.get(qid, []))}
+        for n in range(bad_rows):
+            yield f"{site}/bad-row-{n}", "", {"site": site, "defect": "malformed_row"}
         if damage is not None:
             raise damage
 

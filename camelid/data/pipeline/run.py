@@ -97,6 +97,25 @@ class TokenizeShards(PipelineStep):
         Path(self.summary_file).write_text(json.dumps(shards, indent=1, sort_keys=True))
 
 
+class EnsureOutput(PipelineStep):
+    """After stage 1's writer: an empty `<rank>.jsonl` where a task kept no document, so that stage 2 reads an
+    empty source instead of failing on a folder with no files."""
+
+    name = "📁 ensure output"
+    type = "✍️ - WRITER"
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        yield from data
+        path = Path(self.folder) / f"{rank:05d}.jsonl"  # the writer's `${rank}.jsonl`
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+
+
 class _QuietStream:
     """stderr without datatrove's per-task INFO/SUCCESS reports (its executor re-adds an INFO handler for every
     task; the full reports stay in `.work/logs/`)."""
@@ -183,15 +202,46 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+MARKER = ".camelid-prepare"  # in every directory `prepare` made: the only ones it will ever delete
+
+
+def _check_paths(recipe: Recipe) -> None:
+    """Refuse an output directory that holds an input, or lies inside one, before anything is touched."""
+    out = recipe.out_dir.resolve()
+    for source in recipe.sources:
+        src = source.path.resolve()
+        if out == src or out.is_relative_to(src) or src.is_relative_to(out):
+            raise ConfigError(
+                f"output.dir {recipe.out_dir} and the input of source {source.name!r} ({source.path}) overlap; "
+                "choose an output directory outside every input"
+            )
+
+
+def _fresh_dir(path: Path) -> Path:
+    """`path` emptied for a new run, if an earlier run of `prepare` made it (its marker file is there); a directory
+    camelid did not make is never deleted."""
+    if path.exists():
+        if not (path / MARKER).is_file():
+            raise ConfigError(
+                f"{path} exists and was not made by `camelid data prepare`; it is left as it is: move it away or "
+                "choose another output.dir"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    (path / MARKER).write_text("made by camelid data prepare; deleted and rebuilt by the next run\n")
+    return path
+
+
 def prepare(recipe: Recipe, workers: int = 1, executor: str = "local") -> dict:
     """Run every source of the recipe; returns the manifest."""
+    _check_paths(recipe)
     out = recipe.out_dir
-    work = out / ".work"
-    if work.exists():
-        shutil.rmtree(work)
+    for name in [".work", *[s.name for s in recipe.sources], "val"]:
+        if (out / name).exists() and not (out / name / MARKER).is_file():
+            _fresh_dir(out / name)  # raises before anything is deleted
+    work = _fresh_dir(out / ".work")
     for name in [s.name for s in recipe.sources] + ["val"]:
-        if (out / name).exists():
-            shutil.rmtree(out / name)
+        _fresh_dir(out / name)
     stages = []
     for source in recipe.sources:
         local, global_ = _split(source)
@@ -199,11 +249,13 @@ def prepare(recipe: Recipe, workers: int = 1, executor: str = "local") -> dict:
         reader_cls = READERS[source.reader]
         src_dir = source.path if source.path.is_dir() else source.path.parent
         glob = source.glob if source.path.is_dir() else source.path.name
-        reader = reader_cls(str(src_dir), glob_pattern=glob, source=source.name, **source.reader_params)
+        params = {"max_bytes": 4 * recipe.max_chars, **source.reader_params}  # a record's UTF-8 bytes, at most
+        reader = reader_cls(str(src_dir), glob_pattern=glob, source=source.name, **params)
         stage1 = [reader, Defects(recipe.max_chars), *(build_step(s, where) for s in local)]
         stage1.append(
             JsonlWriter(str(work / source.name / "stage1"), output_filename="${rank}.jsonl", compression=None)
         )
+        stage1.append(EnsureOutput(str(work / source.name / "stage1")))
         steps2 = []
         for s in global_:
             step = build_step(s, where)

@@ -8,6 +8,15 @@ import html
 import re
 import unicodedata
 
+
+class LimitExceededError(Exception):
+    """A file or record larger than a reader will hold: `kind` names which limit."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 # -- decoding --------------------------------------------------------------------------------------------------
 
 
@@ -178,13 +187,15 @@ def _macros(tex: str) -> tuple[str, dict[str, tuple[int, str]]]:
     return "".join(out), macros
 
 
-def _expand(tex: str, macros: dict[str, tuple[int, str]], rounds: int = 5) -> str:
+def _expand(tex: str, macros: dict[str, tuple[int, str]], rounds: int = 5, max_chars: int | None = None) -> str:
+    """Expand user macros (those using macros too, up to `rounds` deep); more than `max_chars` of output is a
+    macro bomb (each level doubling the one below) and raises instead of filling memory."""
     if not macros:
         return tex
     names = "|".join(sorted(map(re.escape, macros), key=len, reverse=True))
     use = re.compile(r"\\(" + names + r")(?![A-Za-z])")
     for _ in range(rounds):  # macros that use macros
-        out, pos, changed = [], 0, False
+        out, pos, changed, size = [], 0, False, 0
         for m in use.finditer(tex):
             if m.start() < pos:
                 continue
@@ -205,6 +216,9 @@ def _expand(tex: str, macros: dict[str, tuple[int, str]], rounds: int = 5) -> st
             for i, a in enumerate(args, 1):
                 body = body.replace(f"#{i}", a)
             out.append(tex[pos : m.start()] + body)
+            size += m.start() - pos + len(body)
+            if max_chars is not None and size > max_chars:
+                raise LimitExceededError("macro_expansion_too_long", f"macros expand past {max_chars:,} characters")
             pos, changed = end, True
         out.append(tex[pos:])
         tex = "".join(out)
@@ -213,7 +227,7 @@ def _expand(tex: str, macros: dict[str, tuple[int, str]], rounds: int = 5) -> st
     return tex
 
 
-def clean_latex(tex: str) -> str:
+def clean_latex(tex: str, max_chars: int | None = None) -> str:
     """The paper's arXiv processing: comments stripped, user macros (\\newcommand, \\def) expanded inline,
     everything before the first section (preamble, title page) and the bibliography removed."""
     tex = _TEX_COMMENT.sub("", tex)
@@ -225,7 +239,7 @@ def clean_latex(tex: str) -> str:
         m = re.search(marker, tex)
         if m:
             tex = tex[: m.start()]
-    tex = _expand(tex, macros)
+    tex = _expand(tex, macros, max_chars=max_chars)
     return re.sub(r"\n{3,}", "\n\n", tex).strip() + "\n"
 
 
