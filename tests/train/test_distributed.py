@@ -5,7 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import train_losses, write_train_config
+
+from tests.conftest import train_losses, write_train_config
 
 MODES = {
     "fsdp2-shard-2": ["--parallel.dp_shard", "2"],

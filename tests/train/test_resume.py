@@ -9,7 +9,8 @@ import sys
 import time
 
 import pytest
-from conftest import train_losses, write_train_config
+
+from tests.conftest import train_losses, write_train_config
 
 KILL_AT = 13  # the last checkpoint before it is step 10 (interval 5)
 

@@ -5,13 +5,13 @@ import sys
 
 import pytest
 import torch
-from conftest import train_losses, write_train_config
 
 from camelid.config import load_config
 from camelid.errors import CamelidError
 from camelid.model import preset
 from camelid.train.metrics import PowerMeter, flops_per_token
 from camelid.train.trainer import Trainer, TrainingDivergedError, lr_at
+from tests.conftest import train_losses, write_train_config
 
 
 def test_schedule_warmup_then_cosine_to_ten_percent():
