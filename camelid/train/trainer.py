@@ -20,15 +20,6 @@ from camelid.data.loader import TokenLoader, validation_windows
 from camelid.errors import CamelidError, ConfigError
 from camelid.model.args import ModelArgs, preset
 from camelid.model.transformer import Transformer
-from camelid.parallel import (
-    build_mesh,
-    dp_rank,
-    grad_norm_and_clip,
-    init_distributed,
-    init_weights,
-    parallelize,
-    resolve_dims,
-)
 from camelid.train import checkpoint
 from camelid.train.metrics import (
     MetricsWriter,
@@ -39,6 +30,8 @@ from camelid.train.metrics import (
     plot_loss_curve,
     read_metrics,
 )
+from camelid.train.sharded import grad_norm_and_clip, init_weights
+from camelid.transforms import build_mesh, dp_rank, init_distributed, parallelize, resolve_dims
 
 log = logging.getLogger(__name__)
 
