@@ -6,6 +6,7 @@ The pre-tokenizer regexes are llama.cpp's, by the GGUF key `tokenizer.ggml.pre` 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 
 import regex
@@ -79,17 +80,25 @@ class ByteLevelBPETokenizer:
         self.types = list(types) if types is not None else [NORMAL] * self.vocab_size
         self.pre = pre
         self._patterns = [regex.compile(p) for p in PRE_TOKENIZERS[pre]]
-        self.ids = {t: i for i, t in enumerate(self.pieces)}
-        self.ranks = {}
+        ids = {t: i for i, t in enumerate(self.pieces)}  # only while building: pieces are looked up as ids after
+        # merges by the ids of their two halves: left * vocab + right -> rank * vocab + id of the merged piece (two
+        # ints in one, a third of a tuple's memory). Pairs whose halves or result are not in the vocabulary can never
+        # apply and are left out.
+        self._merges: dict[int, int] = {}
+        v = self.vocab_size
         for rank, m in enumerate(merges):
             a, _, b = m.partition(" ")
-            self.ranks[(a, b)] = rank
+            ia, ib, iab = ids.get(a), ids.get(b), ids.get(a + b)
+            if ia is not None and ib is not None and iab is not None:
+                self._merges.setdefault(ia * v + ib, rank * v + iab)
         self.byte_map = bytes_to_unicode()
+        self._byte_ids = [ids.get(self.byte_map[b]) for b in range(256)]
         self.byte_unmap = {c: b for b, c in self.byte_map.items()}
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.add_bos = add_bos
         self.stop_ids = {i for i in (eos_id, *extra_stop_ids) if i is not None}
         special = [t for t, k in zip(self.pieces, self.types) if k in (CONTROL, USER_DEFINED) and t]
+        self._special_ids = {t: ids[t] for t in special}
         self._special = regex.compile("|".join(regex.escape(t) for t in sorted(special, key=len, reverse=True)))
         self._has_special = bool(special)
         self._cache: dict[str, list[int]] = {}
@@ -97,31 +106,58 @@ class ByteLevelBPETokenizer:
     def id_to_piece(self, i: int) -> str:
         return self.pieces[i]
 
-    def _bpe(self, word: str) -> list[int]:
+    @property
+    def merge_list(self) -> list[tuple[str, str]]:
+        """The merges, by rank, as (left, right) piece pairs (what a tokenizer file stores)."""
+        v = self.vocab_size
+        by_rank = sorted((packed // v, key) for key, packed in self._merges.items())
+        return [(self.pieces[key // v], self.pieces[key % v]) for _, key in by_rank]
+
+    def _bpe(self, word: bytes) -> list[int]:
+        """BPE over one pre-token's bytes: a linked list of symbols and a heap of mergeable pairs, lowest rank
+        (then leftmost) first, so a word of n bytes costs O(n log n) instead of O(n^2) (a 64K-character
+        minified line or base64 blob stays fast). Equivalent to GPT-2's loop, which merges the best pair
+        everywhere before the next; ids are pinned against llama.cpp and the tokenizers library."""
         cached = self._cache.get(word)
         if cached is not None:
             return cached
-        parts = list(word)
-        ranks = self.ranks
-        while len(parts) > 1:
-            best, best_rank = -1, None
-            for i in range(len(parts) - 1):
-                r = ranks.get((parts[i], parts[i + 1]))
-                if r is not None and (best_rank is None or r < best_rank):
-                    best, best_rank = i, r
-            if best < 0:
-                break
-            parts[best : best + 2] = [parts[best] + parts[best + 1]]
-        ids = []
-        for p in parts:
-            i = self.ids.get(p)
-            if i is None:  # not in the vocabulary: fall back to its single byte-characters
-                ids.extend(self.ids[c] for c in p if c in self.ids)
-            else:
-                ids.append(i)
-        if len(self._cache) < 200_000:
-            self._cache[word] = ids
-        return ids
+        sym = [self._byte_ids[b] for b in word]
+        if any(i is None for i in sym):  # a byte the vocabulary lacks is dropped, as the string version did
+            sym = [i for i in sym if i is not None]
+        n = len(sym)
+        if n > 1:
+            v, merges = self.vocab_size, self._merges
+            nxt = list(range(1, n + 1))
+            prv = list(range(-1, n - 1))
+            heap = []
+            for i in range(n - 1):
+                m = merges.get(sym[i] * v + sym[i + 1])
+                if m is not None:  # (rank, position): the lowest rank first, then the leftmost
+                    heap.append((m, i, sym[i], sym[i + 1]))
+            heapq.heapify(heap)
+            while heap:
+                m, i, left, right = heapq.heappop(heap)
+                j = nxt[i]
+                if j >= n or sym[i] != left or sym[j] != right:
+                    continue  # stale: a neighbour was merged since this pair was queued
+                merged = m % v
+                sym[i], sym[j] = merged, -1
+                nxt[i] = nxt[j]
+                if nxt[j] < n:
+                    prv[nxt[j]] = i
+                p, q = prv[i], nxt[i]
+                if p >= 0:
+                    m2 = merges.get(sym[p] * v + merged)
+                    if m2 is not None:
+                        heapq.heappush(heap, (m2, p, sym[p], merged))
+                if q < n:
+                    m2 = merges.get(merged * v + sym[q])
+                    if m2 is not None:
+                        heapq.heappush(heap, (m2, i, merged, sym[q]))
+            sym = [s for s in sym if s >= 0]
+        if len(self._cache) < 200_000 and len(word) < 256:
+            self._cache[word] = sym
+        return sym
 
     def _encode_ordinary(self, text: str) -> list[int]:
         words = [text]
@@ -129,7 +165,7 @@ class ByteLevelBPETokenizer:
             words = [w for piece in words for w in split_keeping(pattern, piece)]
         ids: list[int] = []
         for w in words:
-            ids.extend(self._bpe("".join(self.byte_map[b] for b in w.encode("utf-8"))))
+            ids.extend(self._bpe(w.encode("utf-8")))
         return ids
 
     def encode(self, text: str, bos: bool | None = None, eos: bool = False, special: bool = True) -> list[int]:
@@ -141,7 +177,7 @@ class ByteLevelBPETokenizer:
             pos = 0
             for m in self._special.finditer(text):
                 ids.extend(self._encode_ordinary(text[pos : m.start()]))
-                ids.append(self.ids[m.group()])
+                ids.append(self._special_ids[m.group()])
                 pos = m.end()
             ids.extend(self._encode_ordinary(text[pos:]))
         else:

@@ -80,9 +80,8 @@ def to_tokenizers(tokenizer):
         tok.decoder = decoders.Sequence(dec)
         pieces, types = m.pieces, m.types
     elif isinstance(tokenizer, ByteLevelBPETokenizer):
-        merges = sorted(tokenizer.ranks, key=tokenizer.ranks.get)
         vocab = {p: i for i, p in reversed(list(enumerate(tokenizer.pieces)))}
-        tok = Tokenizer(models.BPE(vocab, list(merges), byte_fallback=False))
+        tok = Tokenizer(models.BPE(vocab, tokenizer.merge_list, byte_fallback=False))
         byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         if tokenizer.pre == "smollm":
             tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
