@@ -1,10 +1,10 @@
-"""Batch-1 decode on one GPU: camelid's static-KV-cache decode against `transformers`' generate.
+"""Batch-1 decode on one GPU: camelid's decoder (bf16, int8, int4) against `transformers`' generate.
 
 The shapes of shared/bench/hf_baseline_gpu.py: the 1.26B (`1b`) and `llama-7b` architectures, random
-weights in bf16, a 16-token prompt, 128 new tokens, greedy. Rows: camelid eager, camelid with the decode
-step compiled (`torch.compile`, default mode) and compiled with CUDA graphs (mode "reduce-overhead");
-transformers eager (dynamic cache) and with a static cache + compiled forward (the baseline's
-"decode static+compile" row, which failed in shared/bench's run). Each row also gives the fraction of the
+weights in bf16, a 16-token prompt, 128 new tokens, greedy. Rows: camelid bf16 / int8 / int4 (weight-only, groups
+of 32), each eager and with the decode step compiled with CUDA graphs (mode "reduce-overhead"); transformers
+eager (dynamic cache) and with a static cache + compiled forward (the baseline's "decode static+compile" row,
+which failed in shared/bench's run). Each row also gives the fraction of the
 memory-bandwidth roofline (weight bytes read per token against the copy bandwidth measured first).
 Each row runs in its own process with a time limit; results go to $OUT (default benchmarks/results/).
 
@@ -44,9 +44,10 @@ def copy_bandwidth() -> float:
     return 2 * x.numel() * 2 * 10 / (time.perf_counter() - t0)
 
 
-def camelid_row(name: str, mode: str, device: str) -> dict:
-    import camelid.generate.engine as engine
+def camelid_row(name: str, mode: str, device: str, quant: str = "none") -> dict:
+    from camelid.generate import GREEDY, generate_ids
     from camelid.model import build_model, preset
+    from camelid.transforms.quantize import quantize_model, quantized_bytes
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = build_model(preset(name), device="meta")
@@ -60,20 +61,20 @@ def camelid_row(name: str, mode: str, device: str) -> dict:
             else:
                 p.normal_(0, 0.02)
     model = model.to(dtype).eval()
-    if mode == "reduce-overhead":
-        engine._compiled["decode"] = torch.compile(engine.decode_one_token, mode="reduce-overhead", fullgraph=True)
+    if quant != "none":
+        quantize_model(model, {"int8": 8, "int4": 4}[quant], 32)
     prompt = torch.randint(3, model.args.vocab_size, (16,), generator=torch.Generator().manual_seed(0)).tolist()
-    compile_ = mode != "eager"
+    compile_ = None if mode == "eager" else mode
     t0 = time.perf_counter()
-    engine.generate_ids(model, [prompt], NEW, compile=compile_)  # warm-up: compiles (same cache size as below)
+    generate_ids(model, [prompt], NEW, GREEDY, compile=compile_)  # warm-up: compiles (same cache size as below)
     first = time.perf_counter() - t0
-    rows, stats = engine.generate_ids(model, [prompt], NEW, compile=compile_)
+    rows, stats = generate_ids(model, [prompt], NEW, GREEDY, compile=compile_)
     sync(device)
-    eager_rows, _ = engine.generate_ids(model, [prompt], 16) if compile_ else (rows, None)
+    eager_rows, _ = generate_ids(model, [prompt], 16, GREEDY) if compile_ else (rows, None)
     return {
         "tok_s": stats.tokens_per_s,
         "first_call_s": first,
-        "weight_GB": sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9,
+        "weight_GB": quantized_bytes(model) / 1e9,
         "same_first_16_tokens_as_eager": rows[0].ids[:16] == eager_rows[0].ids[:16],
     }
 
@@ -104,7 +105,7 @@ def hf_row(name: str, static: bool, device: str) -> dict:
 
 def child(spec: dict) -> dict:
     if spec["who"] == "camelid":
-        return camelid_row(spec["name"], spec["mode"], spec["device"])
+        return camelid_row(spec["name"], spec["mode"], spec["device"], spec.get("quant", "none"))
     return hf_row(spec["name"], spec["mode"] == "static-compile", spec["device"])
 
 
@@ -128,8 +129,11 @@ def main() -> int:
     names = ["1b", "llama-7b"] if not a.smoke else ["debug"]
     plan = []
     for name in names:
-        for mode in ("eager", "compile", "reduce-overhead"):
-            plan.append((f"camelid_{name}_{mode}", {"who": "camelid", "name": name, "mode": mode, "device": device}))
+        compiled = "reduce-overhead" if device == "cuda" else "default"  # CUDA graphs need a GPU
+        for quant in ("none", "int8", "int4"):
+            for mode in ("eager", compiled):
+                spec = {"who": "camelid", "name": name, "mode": mode, "device": device, "quant": quant}
+                plan.append((f"camelid_{name}_{'bf16' if quant == 'none' else quant}_{mode}", spec))
         for mode in ("eager", "static-compile"):
             plan.append((f"hf_{name}_{mode}", {"who": "hf", "name": name, "mode": mode, "device": device}))
     for key, spec in plan:
@@ -143,13 +147,13 @@ def main() -> int:
             row["roofline_fraction"] = row["tok_s"] * row["weight_GB"] / res["copy_GBps"]
         print(f"[{time.perf_counter() - t_start:5.0f} s] {key}: {row}", flush=True)
         out_file.write_text(json.dumps(res, indent=1))
-    print(f"\n{'row':<34} {'tok/s':>9} {'roofline':>9} {'vs HF eager':>12}")
+    print(f"\n{'row':<40} {'tok/s':>9} {'roofline':>9} {'vs HF eager':>12}")
     for key, _ in plan:
         row, base = res.get(key), res.get(f"hf_{key.split('_')[1]}_eager")
         if isinstance(row, dict):
             ratio = f"{row['tok_s'] / base['tok_s']:.2f}" if isinstance(base, dict) else "-"
             roof = f"{row['roofline_fraction']:.1%}" if "roofline_fraction" in row else "-"
-            print(f"{key:<34} {row['tok_s']:>9.1f} {roof:>9} {ratio:>12}")
+            print(f"{key:<40} {row['tok_s']:>9.1f} {roof:>9} {ratio:>12}")
     res["wall_s"] = time.perf_counter() - t_start
     out_file.write_text(json.dumps(res, indent=1))
     print(f"wrote {out_file}")

@@ -14,6 +14,7 @@ from camelid.errors import CamelidError, InputError
 log = logging.getLogger("camelid")
 
 DTYPES = ("float32", "bfloat16", "float16")
+QUANTS = ("none", "int8", "int4")
 
 
 def _dtype(name: str | None):
@@ -49,6 +50,16 @@ def cmd_info(a: argparse.Namespace) -> int:
         "head_dim": args.head_size,
         "config": args.to_dict(),
     }
+    if a.quant:
+        from camelid.transforms.quantize import check_quantizable, default_group_size, kv_cache_bytes, model_bytes
+
+        if a.quant != "none":
+            bits = 8 if a.quant == "int8" else 4
+            check_quantizable((16, args.dim), bits, default_group_size(bits, a.group_size), "the model's dim")
+            check_quantizable((16, args.ffn_hidden), bits, default_group_size(bits, a.group_size), "the FFN")
+        info["quant"] = a.quant
+        info["memory_bytes"] = model_bytes(args, a.quant, a.group_size)
+        info["kv_cache_bytes"] = kv_cache_bytes(args, args.max_seq_len)
     if a.json:
         print(json.dumps(info, indent=2))
     else:
@@ -57,6 +68,12 @@ def cmd_info(a: argparse.Namespace) -> int:
         for k, v in info["config"].items():
             shown = f"{derived[k]} (derived)" if v is None and k in derived else v
             print(f"  {k:<20} {shown}")
+        if a.quant:
+            gib = 1024**3
+            print(
+                f"in memory as {a.quant}: {info['memory_bytes'] / gib:.2f} GiB of weights (norms bf16), + "
+                f"{info['kv_cache_bytes'] / gib:.2f} GiB of bf16 KV cache for one {args.max_seq_len}-token sequence"
+            )
     return 0
 
 
@@ -85,7 +102,7 @@ def cmd_tokenizer_encode(a: argparse.Namespace) -> int:
 def _load(a: argparse.Namespace):
     from camelid.formats import load
 
-    return load(a.model, dtype=_dtype(a.dtype), device=_device(a.device))
+    return load(a.model, dtype=_dtype(a.dtype), device=_device(a.device), quant=a.quant, group_size=a.group_size)
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
@@ -140,7 +157,7 @@ def cmd_chat(a: argparse.Namespace) -> int:
         loaded.tokenizer,
         template=loaded.chat_template,
         system=a.system,
-        params=SamplingParams(temperature=a.temperature, top_p=a.top_p),
+        params=SamplingParams(temperature=a.temperature, top_k=a.top_k, top_p=a.top_p),
         max_new_tokens=a.max_new_tokens,
         seed=a.seed,
     )
@@ -308,6 +325,14 @@ def cmd_convert(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(a: argparse.Namespace) -> int:
+    from camelid.formats.convert import quantize
+
+    out = quantize(a.src, a.dst, a.to, a.group_size)
+    print(f"wrote {out}")
+    return 0
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     from camelid.formats import DEFAULT_MODEL
 
@@ -319,6 +344,27 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: as stored)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument(
+        "--quant",
+        choices=QUANTS,
+        help="weights in memory: none (dense), int8 or int4 (packed, on the int8/int4 kernels); default: a quantized "
+        "GGUF or camelid checkpoint stays as stored where it maps exactly, anything else is dense",
+    )
+    p.add_argument(
+        "--group-size",
+        type=int,
+        help="with --quant: weights per scale (int4: 32, 64, 128 or 256; int8: 32 or 0 = per channel; default 32)",
+    )
+
+
+def _sampling_options(p: argparse.ArgumentParser) -> None:
+    from camelid.generate import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+
+    p.add_argument(
+        "--temperature", type=float, default=DEFAULT_TEMPERATURE, help=f"0 is greedy (default: {DEFAULT_TEMPERATURE})"
+    )
+    p.add_argument("--top-p", type=float, default=DEFAULT_TOP_P, help=f"nucleus sampling (default: {DEFAULT_TOP_P})")
+    p.add_argument("--top-k", type=int, default=None, help="keep the k likeliest tokens (default: no limit)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,6 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="parameter count and configuration of a preset or checkpoint")
     p.add_argument("model", metavar="MODEL_OR_PRESET")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--quant", choices=QUANTS, help="also print the in-memory size with weights as none (bf16), int8 or int4"
+    )
+    p.add_argument(
+        "--group-size",
+        type=int,
+        help="with --quant: weights per scale (int4: 32, 64, 128 or 256; int8: 32 or 0 = per channel; default 32)",
+    )
     p.set_defaults(func=cmd_info)
 
     tok = sub.add_parser("tokenizer", help="train or apply a SentencePiece tokenizer")
@@ -350,9 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--top-k", type=int, default=None)
+    _sampling_options(p)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", metavar="STR", help="stop before this text (repeatable)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
@@ -363,8 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--system", help="system prompt")
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.9)
+    _sampling_options(p)
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_chat)
 
@@ -469,8 +520,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=("camelid", "meta", "hf", "gguf"), default="camelid")
     p.add_argument("--dtype", choices=DTYPES, help="convert the weights to this dtype")
     p.add_argument("--shards", type=int, help="model-parallel shards for --to meta (default 1)")
-    p.add_argument("--quant", choices=("F32", "F16", "BF16", "Q8_0"), help="tensor type for --to gguf")
+    p.add_argument("--quant", choices=("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1"), help="tensor type for --to gguf")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        "quantize",
+        help="quantize a checkpoint: GGUF q8_0/q4_0/q4_1 (for llama.cpp) or camelid int8/int4 (packed)",
+        description="Quantize any supported checkpoint. --to q8_0, q4_0 or q4_1 writes a GGUF file llama.cpp runs "
+        "(matrices whose rows are not a multiple of 32 stay F16, with a notice); --to int8 or int4 writes a camelid "
+        "directory whose weights stay packed (config.json says how), loaded straight onto the int8 / int4 kernels.",
+    )
+    p.add_argument("src", help="a checkpoint in any supported format, or an embedded model name")
+    p.add_argument("dst", help="the .gguf file (q8_0, q4_0, q4_1) or directory (int8, int4) to write")
+    p.add_argument("--to", required=True, metavar="TYPE", help="q8_0, q4_0, q4_1, int8 or int4")
+    p.add_argument("--group-size", type=int, help="int4: 32, 64, 128 or 256; int8: 32 or 0 = per channel (default 32)")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("quickstart", help="pretrain `tiny` on Shakespeare + Python sources on this CPU (make demo)")
     p.add_argument("--out", default="quickstart-out", metavar="DIR")

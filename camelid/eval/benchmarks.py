@@ -30,7 +30,7 @@ from camelid.errors import InputError
 from camelid.eval.lm import Evaluator
 from camelid.eval.sandbox import Limits, run_python
 from camelid.eval.scoring import argmax, exact_match, majority, normalized, pass_at_k
-from camelid.generate import SamplingParams
+from camelid.generate import GREEDY, SamplingParams
 
 
 @dataclass
@@ -341,7 +341,7 @@ def run_closed_book(ev: Evaluator, task: str, d: Path, shots: int = 0, limit: in
             "answers": outs, "wall_s": time.perf_counter() - t0}  # fmt: skip
 
 
-def _generate(ev: Evaluator, prompts, stop, max_new, progress=None, params=SamplingParams(), seed=0) -> list[str]:
+def _generate(ev: Evaluator, prompts, stop, max_new, progress=None, params=GREEDY, seed=0) -> list[str]:
     outs: list[str] = []
     for b in range(0, len(prompts), ev.batch_size):
         outs += ev.generate_until(prompts[b : b + ev.batch_size], stop, max_new, params, seed=seed + b)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from camelid.generate import SamplingParams, generate
+from camelid.generate import GREEDY, SamplingParams, generate
 
 
 class Evaluator:
@@ -21,7 +21,7 @@ class Evaluator:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = max_length or model.args.max_seq_len
-        self.device = model.tok_embeddings.weight.device
+        self.device = model.device
 
     # -- tokenization ---------------------------------------------------------------------------------------
 
@@ -100,7 +100,7 @@ class Evaluator:
         prompts: Sequence[str],
         stop: Sequence[str],
         max_new_tokens: int = 256,
-        params: SamplingParams = SamplingParams(),
+        params: SamplingParams = GREEDY,
         seed: int | None = 0,
     ) -> list[str]:
         """Continuations of `prompts` until a stop string; a prompt longer than the context minus

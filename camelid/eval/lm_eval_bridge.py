@@ -1,4 +1,5 @@
-"""camelid as a model of lm-eval-harness: `--model camelid --model_args model=PATH_OR_NAME[,dtype=...,device=...]`.
+"""camelid as a model of lm-eval-harness: `--model camelid --model_args model=PATH_OR_NAME[,dtype=,device=,quant=]`
+(`quant`: none, int8 or int4, as `camelid eval --quant`; by default a GGUF's quantized types are kept).
 
 lm-eval discovers models only through its own registry, so the bridge is started through this module, which
 registers the model and then hands the command line to lm-eval unchanged:
@@ -34,6 +35,7 @@ class CamelidLM(LM):
         model: str = "smollm2-135m",
         dtype: str | None = None,
         device: str | None = None,
+        quant: str | None = None,
         batch_size: int | str = 16,
         max_length: int | None = None,
         max_batch_size: int | None = None,
@@ -46,7 +48,9 @@ class CamelidLM(LM):
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if not device or (device.startswith("cuda") and not torch.cuda.is_available()):
             device = "cuda" if torch.cuda.is_available() else "cpu"  # lm-eval's CLI passes "cuda" by default
-        loaded = load(model, dtype=DTYPES.get(dtype or ""), device=torch.device(device))
+        if quant is not None and quant not in ("none", "int8", "int4"):
+            raise ValueError(f"quant must be one of none, int8, int4, got {quant!r}")
+        loaded = load(model, dtype=DTYPES.get(dtype or ""), device=torch.device(device), quant=quant)
         size = int(batch_size) if str(batch_size).isdigit() else 16  # "auto": camelid's default
         self.ev = Evaluator(loaded.model, loaded.tokenizer, batch_size=size, max_length=max_length and int(max_length))
         self.tokenizer = loaded.tokenizer

@@ -14,7 +14,7 @@ from camelid.errors import InputError
 from camelid.eval.lm import Evaluator, perplexity
 from camelid.eval.sandbox import Limits, run_python
 from camelid.eval.scoring import choose
-from camelid.generate import SamplingParams
+from camelid.generate import GREEDY, SamplingParams
 from camelid.package_data import package_file
 
 LETTERS = "ABCD"
@@ -127,7 +127,7 @@ def run_humaneval(
     ev: Evaluator,
     limit: int | None = None,
     max_new_tokens: int = 384,
-    params: SamplingParams = SamplingParams(),
+    params: SamplingParams = GREEDY,
     data_dir: Path | None = None,
     progress=None,
 ) -> dict:

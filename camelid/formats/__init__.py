@@ -41,7 +41,9 @@ class Format(Protocol):
 
     def read_args(self, path: Path) -> ModelArgs: ...
 
-    def read(self, path: Path, dtype: torch.dtype | None = None) -> Release: ...
+    def read(self, path: Path, dtype: torch.dtype | None = None, quant: str | None = None) -> Release:
+        """`quant` (None, "none", "int8", "int4") is a hint a format may use to pack while reading; `read()` below
+        makes the result what was asked for."""
 
     def write(self, release: Release, path: Path, **options: Any) -> Path: ...
 
@@ -120,13 +122,46 @@ def read_args(path: str | Path) -> tuple[str, ModelArgs]:
     return fmt.name, fmt.read_args(path)
 
 
-def read(path: str | Path, dtype: torch.dtype | None = None) -> Release:
+QUANT = ("none", "int8", "int4")
+
+
+def read(
+    path: str | Path, dtype: torch.dtype | None = None, quant: str | None = None, group_size: int | None = None
+) -> Release:
     """The whole release of any supported checkpoint: weights (checked against the config), tokenizer, special
-    ids, chat template, generation defaults and metadata."""
+    ids, chat template, generation defaults and metadata.
+
+    `quant`: None keeps the weights as the file holds them (a quantized GGUF or camelid checkpoint stays packed
+    where its type maps onto camelid's int8 / int4 layouts); "none" makes every weight dense; "int8" / "int4"
+    packs every matrix, in groups of `group_size` (default 32; int8 also 0 = one scale per channel)."""
+    if quant is not None and quant not in QUANT:
+        raise CheckpointError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANT)}")
+    bits = {"int8": 8, "int4": 4}.get(quant or "")
+    if bits:
+        from camelid.transforms.quantize import check_group_size, default_group_size
+
+        group = default_group_size(bits, group_size)
+        check_group_size(bits, group)
+    elif group_size is not None:
+        raise CheckpointError(f"a group size ({group_size}) applies to int8 / int4 only, not to quant={quant!r}")
     path = resolve(path)
     fmt = find_format(path)
-    release = fmt.read(path, dtype)
-    release.state = canonical_state(release.args, release.state, path)
+    # a format packs while reading in groups of 32 only (GGUF's blocks); other layouts quantize dense weights
+    release = fmt.read(path, dtype, quant if not bits or group == 32 else "none")
+    if quant == "none":
+        release = release.dense()
+    elif bits:
+        from camelid.transforms.quantize import layout_for
+
+        packed_as_asked = release.quantized and all(
+            (qw.bits, qw.group_size) == layout_for(name, bits, group, qw.shape[1])
+            for name, qw in release.quantized.items()
+        )
+        if not packed_as_asked:  # dense, or packed otherwise
+            release = release.quantize(bits, group)
+    if release.args.tie_embeddings:
+        release.quantized.pop("output.weight", None)  # a tied model's embedding stands for it
+    release.state = canonical_state(release.args, release.state, path, release.quantized)
     check_vocab(release.args, release.tokenizer, path)
     release.format, release.source = fmt.name, path
     return release
@@ -146,10 +181,26 @@ class LoadedModel:
         return getattr(self.release, name)
 
 
-def load(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model and its tokenizer from any supported checkpoint, detecting the format."""
-    release = read(path, dtype)
-    return LoadedModel(release.build_model(dtype, device), release)
+def load(
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    quant: str | None = None,
+    group_size: int | None = None,
+) -> LoadedModel:
+    """Load a model and its tokenizer from any supported checkpoint, detecting the format (`quant` as in `read`).
+    The weights then live in the model only: the release keeps the rest (tokenizer, template, metadata)."""
+    from camelid.memory import trim
+
+    if quant in ("int8", "int4"):
+        from camelid.transforms.quantize import require_kernel
+
+        require_kernel(quant, group_size, device)  # asked for by name: a missing kernel is an error, not a fallback
+    release = read(path, dtype, quant, group_size)
+    trim()  # what reading left in the heap, before the model is built
+    model = release.build_model(dtype, device, consume=True)
+    release.state, release.quantized = {}, {}
+    return LoadedModel(model, release)
 
 
 def write(release: Release, path: str | Path, to: str, **options: Any) -> Path:
@@ -158,6 +209,8 @@ def write(release: Release, path: str | Path, to: str, **options: Any) -> Path:
     for key, value in options.items():
         if value is not None and key not in fmt.options:
             raise CheckpointError(f"option {key}={value!r} does not apply to the {to} format")
+    if release.quantized and not getattr(fmt, "holds_quantized", False):
+        release = release.dense()  # this format holds dense weights only
     return fmt.write(release, Path(path), **{k: v for k, v in options.items() if v is not None})
 
 

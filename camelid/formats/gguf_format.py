@@ -1,4 +1,5 @@
-"""GGUF (llama.cpp, ollama): read every tensor type the `gguf` library dequantizes; write F32, F16, BF16, Q8_0.
+"""GGUF (llama.cpp, ollama): read every tensor type the `gguf` library dequantizes; write F32, F16, BF16, Q8_0,
+Q4_0 and Q4_1.
 
 A name map to and from camelid's (Meta's) tensor names; llama.cpp's converter already puts q/k rows in
 Meta's RoPE order, so no permutation is needed. The tokenizer, the chat template and the `general.*`
@@ -46,7 +47,7 @@ QUANT_TYPES = (
     "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0",
 )  # fmt: skip
 READ_TYPES = DENSE_TYPES + QUANT_TYPES
-WRITE_TYPES = ("F32", "F16", "BF16", "Q8_0")
+WRITE_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
 # llama.cpp's LLAMA_FTYPE for a file whose matrices are all of one type
 FILE_TYPE = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "BF16": 32}
 ROPE_KEY = "camelid.rope_scaling"
@@ -71,23 +72,22 @@ def meta_to_gguf_name(name: str) -> str:
 
 
 def _reader(path: Path):
-    import gguf
+    from camelid.formats.gguf_file import GGUFFile
 
     regular_file(path, "GGUF file")
     try:
-        return gguf.GGUFReader(str(path))
-    except Exception as e:  # the reader raises ValueError, struct.error, ... on a bad or truncated file
+        return GGUFFile(path)
+    except CheckpointError:
+        raise
+    except Exception as e:  # struct.error, UnicodeDecodeError, ... on a bad or truncated file
         raise CheckpointError(f"{path} is not a valid GGUF file ({type(e).__name__}: {e})") from None
 
 
 def _field(reader, key: str, default: Any = None) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    try:
-        return f.contents()
-    except Exception:
-        return default
+    from camelid.formats.gguf_file import contents
+
+    v = reader.fields.get(key)
+    return default if v is None else contents(v)
 
 
 class Fields:
@@ -120,13 +120,16 @@ class Fields:
         return v
 
     def numbers(self, key: str, n: int, kind: type) -> list | None:
-        v = self.get(key, list, None)
-        if v is None:
+        from camelid.formats.gguf_file import STRING, GGUFArray
+
+        raw = self.reader.fields.get(key)
+        if raw is None:
             return None
-        ok = all((isinstance(x, (int, float)) if kind is float else isinstance(x, int)) for x in v)
-        if not ok or len(v) != n:
+        floats = kind is float
+        ok = isinstance(raw, GGUFArray) and raw.kind not in (STRING, 7) and (floats or raw.kind not in (6, 12))
+        if not ok or len(raw) != n:
             raise CheckpointError(f"{self.path}: metadata key {key} must hold {n} {kind.__name__} values")
-        return v
+        return raw.tolist()
 
 
 def llama3_from_factors(factors: list[float], head_dim: int, theta: float) -> RopeScaling | None:
@@ -230,35 +233,48 @@ def _read_rope_scaling(reader, fields: Fields, path: Path, names: set, head_dim:
     return scaling
 
 
-def _tensor(t, path: Path, dtype: torch.dtype) -> torch.Tensor:
+def rows_of(t, start: int, end: int) -> torch.Tensor:
+    """Rows start..end of a GGUF matrix, dequantized to fp32."""
     import gguf
 
+    kind = t.tensor_type.name
+    block = np.array(np.asarray(t.data)[start:end])  # a copy: the mmap is read-only
+    if kind == "BF16":
+        return torch.from_numpy(block.view(np.int16)).view(torch.bfloat16).float()
+    if kind in ("F32", "F16"):
+        return torch.from_numpy(block).float()
+    return torch.from_numpy(gguf.quants.dequantize(block, t.tensor_type)).reshape(end - start, -1)
+
+
+def _tensor(t, path: Path, dtype: torch.dtype) -> torch.Tensor:
     kind = t.tensor_type.name
     if kind not in READ_TYPES:
         raise CheckpointError(f"{path}: tensor {t.name} has type {kind}; camelid reads {', '.join(READ_TYPES)}")
     shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # GGUF lists dims innermost first
-    data = t.data  # a view of the mmap'd file: (rows, bytes per row) for quantized types
     out = torch.empty(shape, dtype=dtype)
     flat_rows = out.view(-1, shape[-1]) if out.dim() > 1 else out.view(1, -1)
     rows = flat_rows.shape[0]
-    src = np.asarray(data).reshape(rows, -1)
     # Convert a few rows at a time, so the only transient memory is one chunk in fp32, never the whole tensor.
     step = max(1, (1 << 22) // max(1, shape[-1]))
     for r in range(0, rows, step):
-        block = np.array(src[r : r + step])  # a copy: the mmap is read-only
-        if kind == "BF16":
-            chunk = torch.from_numpy(block.view(np.int16)).view(torch.bfloat16)
-        elif kind in ("F32", "F16"):
-            chunk = torch.from_numpy(block)
-        else:
-            chunk = torch.from_numpy(gguf.quants.dequantize(block, t.tensor_type))
-        flat_rows[r : r + step] = chunk.reshape(-1, flat_rows.shape[1]).to(dtype)
+        flat_rows[r : r + step] = rows_of(t, r, min(rows, r + step)).reshape(-1, flat_rows.shape[1]).to(dtype)
     return out
 
 
-def read_state(reader, path: Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Every tensor in camelid's names, dequantized one at a time to `dtype` (peak memory: the result + one)."""
-    out = {}
+def read_state(
+    reader, path: Path, dtype: torch.dtype = torch.float32, quant: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """(dense tensors, packed weights) in camelid's names, one tensor at a time (peak memory: the result + one).
+
+    `quant` "none" dequantizes everything to `dtype`; None keeps each quantized matrix packed (exactly where its
+    type maps onto camelid's int8 / int4 layouts, re-quantized with its error logged otherwise); "int8" / "int4"
+    packs every matrix to that width."""
+    from camelid.formats.gguf_blocks import packed_weight
+    from camelid.memory import trim
+    from camelid.transforms.quantize import layout_for
+
+    dense, packed, errors = {}, {}, []
+    bits = {"int8": 8, "int4": 4}.get(quant or "")
     for t in reader.tensors:
         if t.name == "rope_freqs.weight":  # read by read_args as the RoPE scaling
             continue
@@ -266,11 +282,29 @@ def read_state(reader, path: Path, dtype: torch.dtype = torch.float32) -> dict[s
             name = gguf_to_meta_name(t.name)
         except KeyError:
             raise CheckpointError(f"{path}: unexpected tensor {t.name!r} for a LLaMA model") from None
+        kind = t.tensor_type.name
+        if kind not in READ_TYPES:
+            raise CheckpointError(f"{path}: tensor {t.name} has type {kind}; camelid reads {', '.join(READ_TYPES)}")
+        matrix = len(t.shape) == 2 and name != "norm.weight"
         try:
-            out[name] = _tensor(t, path, dtype)
+            if matrix and quant != "none" and (kind in QUANT_TYPES or bits is not None):
+                width = bits and layout_for(name, bits, 32, int(t.shape[0]))[0]
+                qw, err = packed_weight(t, rows_of, width)
+                packed[name] = qw
+                if err is not None:
+                    errors.append((name, kind, qw.scheme, err))
+            else:
+                dense[name] = _tensor(t, path, dtype)
         except (ValueError, IndexError) as e:
             raise CheckpointError(f"{path}: tensor {t.name} is truncated or malformed ({e})") from None
-    return out
+        reader.release(t)  # its file pages are read: out of this process's memory
+        trim()  # and the transient copies made for it
+    if errors:
+        worst = max(errors, key=lambda e: e[3])
+        kinds = sorted({f"{k} -> {s}" for _, k, s, _ in errors})
+        log.warning("%s: %d tensor(s) re-quantized (%s); largest relative RMS error %.4f (%s)", path.name,
+                    len(errors), ", ".join(kinds), worst[3], worst[0])  # fmt: skip
+    return dense, packed
 
 
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", "<end_of_turn>")
@@ -384,7 +418,7 @@ def _write_rope(w, args: ModelArgs) -> torch.Tensor | None:
 
 
 def write_gguf(path: str | Path, release: Release, qtype: str = "F16") -> Path:
-    """Write a GGUF llama.cpp runs. Norms stay F32; matrices take `qtype` (F32, F16, BF16 or Q8_0); a matrix
+    """Write a GGUF llama.cpp runs. Norms stay F32; matrices take `qtype` (F32, F16, BF16, Q8_0, Q4_0 or Q4_1); a matrix
     whose rows are not a multiple of the quantization block is written F16, as llama.cpp's converter does."""
     import gguf
     from gguf.utility import size_label
@@ -430,7 +464,11 @@ def write_gguf(path: str | Path, release: Release, qtype: str = "F16") -> Path:
             w.add_tensor("rope_freqs.weight", rope_freqs.numpy())
         quant = gguf.GGMLQuantizationType[qtype]
         block = gguf.constants.GGML_QUANT_SIZES[quant][0]
-        for key, t in state.items():
+        from tqdm import tqdm
+
+        # a bar where it is seen (a terminal), on big models: the quantizer is numpy, about 50 MB/s per core
+        big = sum(t.numel() for t in state.values()) > 50_000_000 and qtype not in DENSE_TYPES
+        for key, t in tqdm(state.items(), desc=f"writing {qtype}", unit="tensor", disable=None if big else True):
             arr = t.detach().float().cpu().numpy()
             name = meta_to_gguf_name(key)
             if arr.ndim == 1 or qtype == "F32":
@@ -470,8 +508,7 @@ def _write_tokenizer(w, tokenizer, vocab_size: int) -> None:
         w.add_tokenizer_pre(tokenizer.pre)
         w.add_token_list(tokenizer.pieces)
         w.add_token_types(tokenizer.types)
-        merges = sorted(tokenizer.ranks, key=tokenizer.ranks.get)
-        w.add_token_merges([f"{a} {b}" for a, b in merges])
+        w.add_token_merges([f"{a} {b}" for a, b in tokenizer.merge_list])
     else:
         raise CheckpointError(
             f"a {type(tokenizer).__name__} tokenizer cannot be stored in GGUF (camelid writes SentencePiece "
@@ -511,12 +548,14 @@ class GGUFFormat:
     def read_args(self, path: Path) -> ModelArgs:
         return read_args(_reader(path), path)
 
-    def read(self, path: Path, dtype: torch.dtype | None = None) -> Release:
+    def read(self, path: Path, dtype: torch.dtype | None = None, quant: str | None = None) -> Release:
         reader = _reader(path)
         args = read_args(reader, path)
         tok = read_tokenizer(reader, path)
-        state = read_state(reader, path, dtype or torch.float32)
-        return Release(args, state, tok, chat_template(reader), {}, read_metadata(reader))
+        state, packed = read_state(reader, path, dtype or torch.float32, quant)
+        release = Release(args, state, tok, chat_template(reader), {}, read_metadata(reader))
+        release.quantized = packed
+        return release
 
     def write(self, release: Release, path: Path, quant: str | None = None) -> Path:
         dtype = next(iter(release.state.values())).dtype

@@ -323,7 +323,7 @@ class HFFormat:
     def read_args(self, path: Path) -> ModelArgs:
         return from_hf_config(self._config(path), str(path / "config.json"))
 
-    def read(self, path: Path, dtype: torch.dtype | None = None) -> Release:
+    def read(self, path: Path, dtype: torch.dtype | None = None, quant: str | None = None) -> Release:
         from camelid.tokenizer.files import read_dir
 
         cfg = self._config(path)

@@ -166,7 +166,7 @@ class MetaFormat:
     def read_args(self, path: Path) -> ModelArgs:
         return read_params(path)
 
-    def read(self, path: Path, dtype: torch.dtype | None = None) -> Release:
+    def read(self, path: Path, dtype: torch.dtype | None = None, quant: str | None = None) -> Release:
         from camelid.tokenizer.files import read_dir
 
         args, state = load_meta(path)

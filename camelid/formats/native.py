@@ -42,10 +42,45 @@ def read_config(path: Path) -> ModelArgs:
     return ModelArgs.from_dict(_config(path)["model"], source=str(path / CONFIG))
 
 
+PARTS = ("q", "scale", "zero", "minimum")  # a packed weight's tensors: `<name>.q`, `<name>.scale`, ...
+
+
+def _packed_from_state(state: dict[str, torch.Tensor], table: Any, source: Path) -> dict:
+    """The packed weights config.json's "quantization" table names, taken out of `state` and checked."""
+    from camelid.transforms.quantize import QuantizedWeight
+
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise CheckpointError(f"{source}: 'quantization' must be an object")
+    packed = {}
+    for name, spec in table.items():
+        try:
+            bits, group, shape = spec["bits"], spec["group_size"], tuple(spec["shape"])
+            n, k = shape
+            parts = {p: state.pop(f"{name}.{p}", None) for p in PARTS}
+            q, scale = parts["q"], parts["scale"]
+            ok = bits in (4, 8) and isinstance(group, int) and group >= 0 and q is not None and scale is not None
+            ok = ok and (group == 0 or k % group == 0) and (bits == 8 or group > 0)
+            want_q = (n, k) if bits == 8 else (n, k // 2)
+            want_s = (n,) if group == 0 else (n, k // group)
+            ok = ok and tuple(q.shape) == want_q and tuple(scale.shape) == want_s
+            ok = ok and q.dtype == (torch.int8 if bits == 8 else torch.uint8)
+            for extra in ("zero", "minimum"):
+                ok = ok and (parts[extra] is None or tuple(parts[extra].shape) == want_s)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise CheckpointError(f"{source}: the packed weight {name!r} is malformed (its tensors or table entry)")
+        packed[name] = QuantizedWeight(bits, shape, group, q, scale, parts["zero"], parts["minimum"])
+    return packed
+
+
 class CamelidFormat:
     name = "camelid"
     priority = 30
     options = ()
+    holds_quantized = True
 
     def detect(self, path: Path) -> bool:
         cfg = path / CONFIG
@@ -64,18 +99,19 @@ class CamelidFormat:
     def read_args(self, path: Path) -> ModelArgs:
         return read_config(path)
 
-    def read(self, path: Path, dtype: torch.dtype | None = None) -> Release:
+    def read(self, path: Path, dtype: torch.dtype | None = None, quant: str | None = None) -> Release:
         from camelid.tokenizer.files import apply_special, read_dir
 
         cfg = _config(path)
         args = ModelArgs.from_dict(cfg["model"], source=str(path / CONFIG))
         state = load_file(path / WEIGHTS)
+        packed = _packed_from_state(state, cfg.get("quantization"), path / CONFIG)
         tok = read_dir(path)
         if tok is None:
             raise CheckpointError(f"{path} holds no tokenizer (tokenizer.model or tokenizer.json)")
         apply_special(tok, cfg.get("special"))
         template = cfg.get("chat_template")
-        return Release(
+        release = Release(
             args,
             state,
             tok,
@@ -83,12 +119,20 @@ class CamelidFormat:
             cfg.get("generation") if isinstance(cfg.get("generation"), dict) else {},
             clean_metadata(cfg.get("metadata") or {}),
         )
+        release.quantized = packed
+        return release
 
     def write(self, release: Release, path: Path) -> Path:
         from camelid.tokenizer.files import native_files, special_table
 
         tensors = dict(release.state)
         any_dtype = next(iter(tensors.values())).dtype
+        quantization = {}
+        for name, qw in release.quantized.items():
+            quantization[name] = {"bits": qw.bits, "group_size": qw.group_size, "shape": list(qw.shape)}
+            for part in PARTS:
+                if getattr(qw, part) is not None:
+                    tensors[f"{name}.{part}"] = getattr(qw, part)
         with atomic_directory(path) as tmp:
             save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
             for name, data in native_files(release.tokenizer).items():
@@ -100,6 +144,8 @@ class CamelidFormat:
                 "dtype": str(any_dtype).removeprefix("torch."),
                 "special": special_table(release.tokenizer),
             }
+            if quantization:
+                config["quantization"] = quantization
             if release.chat_template:
                 config["chat_template"] = release.chat_template
             if release.generation:

@@ -57,6 +57,9 @@ class Release:
     """Name, licence, authors, languages, ... (GGUF's `general.*` keys without the prefix)."""
     format: str = "camelid"
     source: Path | None = None
+    quantized: dict[str, Any] = field(default_factory=dict)
+    """Weights held packed (`QuantizedWeight`, camelid's portable int8/int4 layout), by camelid name; a tied
+    model's embedding stands for its output too."""
 
     @property
     def special(self) -> SpecialTokens:
@@ -74,8 +77,24 @@ class Release:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.state.items()}
         return Release(**{**self.__dict__, "state": state})
 
-    def build_model(self, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
-        """The model, assigned from the weights: nothing is copied unless a dtype or device change asks for it."""
+    def dense(self) -> Release:
+        """The same release with every packed weight dequantized (fp32), for formats that hold only dense ones."""
+        if not self.quantized:
+            return self
+        state = {**self.state, **{k: qw.dequantize() for k, qw in self.quantized.items()}}
+        return Release(**{**self.__dict__, "state": state, "quantized": {}})
+
+    def quantize(self, bits: int, group_size: int) -> Release:
+        """The same release with its matrices (and the embedding) packed to int8 / int4, one tensor at a time."""
+        from camelid.transforms.quantize import quantize_state
+
+        dense, quantized = quantize_state(self.dense().state, bits, group_size)
+        return Release(**{**self.__dict__, "state": dense, "quantized": quantized})
+
+    def build_model(self, dtype: torch.dtype | None = None, device: str | torch.device = "cpu", consume: bool = False):
+        """The model, assigned from the weights: nothing is copied unless a dtype or device change asks for it;
+        packed weights become quantized modules (QuantizedLinear / QuantizedEmbedding). With `consume`, the
+        release's packed weights are handed over one by one (and the release left without them)."""
         from camelid.model.transformer import Transformer
 
         with torch.device("meta"):
@@ -83,7 +102,12 @@ class Release:
         state = self.state
         if dtype is not None or str(device) != "cpu":
             state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in state.items()}
-        model.load_state_dict(state, strict=not self.args.tie_embeddings, assign=True)
+        model.load_state_dict(state, strict=not (self.args.tie_embeddings or self.quantized), assign=True)
+        if self.quantized:
+            from camelid.transforms.quantize import install
+
+            packed = self.quantized if consume else dict(self.quantized)
+            install(model, packed, device, tied=self.args.tie_embeddings, consume=consume)
         model.tie_weights()
         return model.eval()
 
@@ -99,14 +123,33 @@ def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
     return expected
 
 
-def canonical_state(args: ModelArgs, state: dict[str, torch.Tensor], source: str | Path) -> dict[str, torch.Tensor]:
-    """`state` checked tensor by tensor against the shapes `args` implies, with a tied model's
-    `output.weight` dropped (it must equal the embedding). Every reader ends here."""
+class _Shape:
+    """Stands for a packed weight in the shape checks."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = tuple(shape)
+
+    def numel(self) -> int:
+        return int(torch.Size(self.shape).numel())
+
+
+def canonical_state(
+    args: ModelArgs, state: dict[str, torch.Tensor], source: str | Path, quantized: dict | None = None
+) -> dict[str, torch.Tensor]:
+    """`state` checked tensor by tensor against the shapes `args` implies (packed weights by their shapes), with a
+    tied model's `output.weight` dropped (it must equal the embedding). Every reader ends here; the dense tensors
+    come back."""
     state = dict(state)
+    if quantized:
+        overlap = set(state) & set(quantized)
+        if overlap:
+            raise CheckpointError(f"{source}: tensor {sorted(overlap)[0]!r} is stored both dense and quantized")
+        state.update({k: _Shape(qw.shape) for k, qw in quantized.items()})
     if args.tie_embeddings and "output.weight" in state:
         out = state.pop("output.weight")
         emb = state.get("tok_embeddings.weight")
-        if emb is not None and (out.shape != emb.shape or not torch.equal(out, emb)):
+        same = out is emb or (isinstance(out, torch.Tensor) and isinstance(emb, torch.Tensor) and torch.equal(out, emb))
+        if emb is not None and (out.shape != emb.shape or not same):
             raise CheckpointError(f"{source}: the model is tied but output.weight differs from the embedding")
     # Counted from the names before any module is built: a config claiming a million layers is refused at once.
     layers = {int(k.split(".")[1]) for k in state if k.startswith("layers.") and k.split(".")[1].isdigit()}
@@ -126,7 +169,7 @@ def canonical_state(args: ModelArgs, state: dict[str, torch.Tensor], source: str
     extra = sorted(set(state) - set(expected))
     if extra:
         raise CheckpointError(f"{source}: unexpected tensor {extra[0]!r} for this model's config")
-    return state
+    return {k: v for k, v in state.items() if not isinstance(v, _Shape)}
 
 
 def check_vocab(args: ModelArgs, tokenizer, source: str | Path) -> None:

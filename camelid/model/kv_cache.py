@@ -1,4 +1,8 @@
-"""A static key/value cache: fixed shapes, so the decode step compiles once and replays."""
+"""A static key/value cache: fixed shapes, so the decode step compiles once and replays.
+
+Rows are independent sequences, each at its own position (a continuous-batching server keeps a pool of rows
+and fills them as requests come): writes take one position per row and token.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import torch
 
 
 class KVCache(torch.nn.Module):
-    """Keys and values for `batch` sequences of up to `max_len` positions, (B, n_kv_heads, S, head_dim)."""
+    """Keys and values for `batch` rows of up to `max_len` positions, (B, n_kv_heads, S, head_dim)."""
 
     def __init__(
         self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype, device: torch.device
@@ -16,8 +20,13 @@ class KVCache(torch.nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, n_kv, T, hd) at slots `input_pos` (T,) and return the whole cache."""
-        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
-        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
-        return self.k, self.v
+    def update(
+        self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, n_kv, T, hd) of rows `rows` (a slice of the cache's rows; all by default) at their
+        positions `input_pos` (B, T); return those rows of the cache, (B, n_kv, S, hd), views (nothing copied)."""
+        kc, vc = (self.k, self.v) if rows is None else (self.k[rows], self.v[rows])
+        idx = input_pos[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+        kc.scatter_(2, idx, k.to(kc.dtype))
+        vc.scatter_(2, idx, v.to(vc.dtype))
+        return kc, vc

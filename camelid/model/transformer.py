@@ -49,6 +49,7 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,
         input_pos: torch.Tensor | None,
+        rows: slice | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         # -1 heads: under tensor parallelism each rank holds n_heads / tp of them.
@@ -57,9 +58,12 @@ class Attention(nn.Module):
         v = self.wv(x).view(B, T, -1, self.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
-        if self.kv_cache is not None:
-            assert input_pos is not None and mask is not None, "cached attention needs input_pos and a mask"
-            k, v = self.kv_cache.update(input_pos, k, v)  # (B, n_kv, S, hd)
+        if input_pos is not None:  # cached attention; a plain forward (training, scoring) leaves the cache alone
+            assert self.kv_cache is not None and mask is not None, "input_pos needs a KV cache (setup_caches)"
+            k, v = self.kv_cache.update(input_pos, k, v, rows)  # (B, n_kv, S, hd)
+            if T <= DECODE_ROWS:
+                out = attend_few(q, k.to(q.dtype), v.to(q.dtype), mask)
+                return self.wo(out.transpose(1, 2).reshape(B, T, -1))
         out = F.scaled_dot_product_attention(
             q,
             k.to(q.dtype),
@@ -69,6 +73,25 @@ class Attention(nn.Module):
             enable_gqa=self.n_kv_heads != self.n_heads,
         )
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))
+
+
+DECODE_ROWS = 16
+"""Queries per row up to which cached attention is two plain matmuls (a decode step) instead of the fused
+kernel: measured on the CPU, SDPA's flash kernel spends ~180 us per layer on one query against a 1K cache."""
+
+
+def attend_few(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked attention of few queries, q (B, H, T, hd) against k, v (B, n_kv, S, hd), mask (B, 1, T, S); the
+    query heads sharing a key head go through one matmul (head h reads key head h // (H / n_kv), as SDPA's
+    enable_gqa does). Scores and softmax in fp32."""
+    B, H, T, D = q.shape
+    kv = k.shape[1]
+    g = H // kv
+    qg = q.reshape(B, kv, g * T, D)
+    scores = (qg @ k.transpose(-1, -2)).float() * D**-0.5  # (B, kv, g*T, S)
+    m = mask[:, :, None].expand(B, 1, g, T, mask.shape[-1]).reshape(B, 1, g * T, -1)
+    p = torch.softmax(scores.masked_fill(~m, float("-inf")), dim=-1).to(v.dtype)
+    return (p @ v).reshape(B, H, T, D)
 
 
 class FeedForward(nn.Module):
@@ -98,8 +121,9 @@ class TransformerBlock(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None = None,
         input_pos: torch.Tensor | None = None,
+        rows: slice | None = None,
     ) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, mask, input_pos)
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask, input_pos, rows)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -107,14 +131,17 @@ class Transformer(nn.Module):
     """Token ids (B, T) -> logits (B, T, vocab).
 
     Plain `model(tokens)` is causal attention over positions 0..T-1 (training, scoring); with `targets` (B, T)
-    it returns the per-token cross-entropy (B, T) instead of the logits. Generation passes
-    `input_pos` (cache slots being written), per-row rope `positions` and a boolean `mask` (B, 1, T, S).
+    it returns the per-token cross-entropy (B, T) instead of the logits. With KV caches set up, `input_pos`
+    (B, T) gives each row's positions (RoPE, cache slots and the causal mask all follow them) and `rows` which
+    rows of the cache the batch is; `logits_at` (B,) keeps only those positions for the output head.
     """
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
         self.args = args
-        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        # values come from init_weights or a checkpoint; skipping nn.Embedding's own normal_() also avoids ~80 MB
+        # that normal_ on a meta tensor of this size allocates (PyTorch 2.13)
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim, _weight=torch.empty(args.vocab_size, args.dim))
         self.layers = nn.ModuleList(TransformerBlock(i, args) for i in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
@@ -122,8 +149,12 @@ class Transformer(nn.Module):
         self.tie_weights()
 
     def tie_weights(self) -> None:
-        if self.args.tie_embeddings:
-            self.output.weight = self.tok_embeddings.weight
+        if (
+            self.args.tie_embeddings
+            and isinstance(self.output, nn.Linear)
+            and isinstance(self.tok_embeddings, nn.Embedding)
+        ):
+            self.output.weight = self.tok_embeddings.weight  # a quantized pair shares its packed weight instead
 
     def initial_value(self, name: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
         """Initial value of parameter `name`: N(0, 0.02); wo and w2 scaled by 1/sqrt(2 * n_layers); norms 1."""
@@ -143,9 +174,18 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():
             p.copy_(self.initial_value(name, tuple(p.shape), gen))
 
+    @property
+    def device(self) -> torch.device:
+        return self.norm.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The activations' dtype: the norms' (quantized linears compute in bf16 inside and return this dtype)."""
+        return self.norm.weight.dtype
+
     def setup_caches(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
-        device = self.tok_embeddings.weight.device
-        dtype = dtype or self.tok_embeddings.weight.dtype
+        device = self.device
+        dtype = dtype or self.dtype
         for layer in self.layers:
             attn = layer.attention
             attn.kv_cache = KVCache(batch, attn.n_kv_heads, max_len, attn.head_dim, dtype, device)
@@ -158,20 +198,27 @@ class Transformer(nn.Module):
         self,
         tokens: torch.Tensor,
         input_pos: torch.Tensor | None = None,
-        positions: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
         targets: torch.Tensor | None = None,
+        rows: slice | None = None,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T = tokens.shape
-        if positions is None:
-            pos = input_pos if input_pos is not None else torch.arange(T, device=tokens.device)
-            positions = pos[None, :].expand(B, T)
+        mask = None
+        if input_pos is None:
+            positions = torch.arange(T, device=tokens.device)[None, :].expand(B, T)
+        else:
+            positions = input_pos
+            cache_len = self.layers[0].attention.kv_cache.k.shape[2]
+            slots = torch.arange(cache_len, device=tokens.device)
+            mask = (slots[None, None, :] <= input_pos[:, :, None])[:, None]  # (B, 1, T, S): causal, per row
         cos, sin = self.rope(positions)
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
-            h = layer(h, cos, sin, mask, input_pos)
+            h = layer(h, cos, sin, mask, input_pos, rows)
         if targets is not None:
             return self.head_loss(h, targets)
+        if logits_at is not None:
+            h = h[torch.arange(B, device=h.device), logits_at][:, None]  # (B, 1, dim): the head on one row each
         return self.output(self.norm(h))
 
     def head_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -55,7 +56,7 @@ class Engine:
         prompt does not change it)."""
         for p in prompts:
             check_fits(len(p), self.context)
-        device = self.model.tok_embeddings.weight.device
+        device = self.model.device
         out = []
         for start in range(0, len(prompts), 8):
             chunk = prompts[start : start + 8]
@@ -84,9 +85,7 @@ class Engine:
     ) -> list[GenerationResult]:
         """One new token per prompt from logits already computed by `score` (no second forward pass)."""
         logits = torch.stack([s.next_logits for s in scored])
-        generator = torch.Generator(device=logits.device)
-        generator.manual_seed(seed if seed is not None else torch.seed())
-        nxt = sample(logits, params, generator).tolist()
+        nxt = sample(logits, params, seed if seed is not None else int.from_bytes(os.urandom(4), "little")).tolist()
         lps = torch.log_softmax(logits, dim=-1)
         choices = []
         for b, tok in enumerate(nxt):

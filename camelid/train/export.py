@@ -27,7 +27,7 @@ class TrainingFormat:
 
         return ModelArgs.from_dict(read_meta(path)["model"], source=str(path / "train.json"))
 
-    def read(self, path: Path, dtype: torch.dtype | None = None) -> Release:
+    def read(self, path: Path, dtype: torch.dtype | None = None, quant: str | None = None) -> Release:
         from camelid.model.transformer import build_model
         from camelid.tokenizer import load_tokenizer
         from camelid.train import checkpoint

@@ -7,7 +7,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from camelid.formats.hf import from_hf_state_dict, to_hf_config, to_hf_state_dict  # noqa: E402
-from camelid.generate import generate_ids  # noqa: E402
+from camelid.generate import GREEDY, generate_ids  # noqa: E402
 from camelid.model import ModelArgs, RopeScaling, build_model  # noqa: E402
 
 BASE = dict(dim=64, n_layers=2, n_heads=4, vocab_size=320, multiple_of=16, max_seq_len=256, norm_eps=1e-5)
@@ -74,7 +74,7 @@ def test_greedy_generation_matches_transformers(name):
     prompts = [torch.randint(3, args.vocab_size, (n,), generator=g).tolist() for n in (5, 11, 8)]
     new = 24
     for batch in ([prompts[0]], prompts):
-        rows, _ = generate_ids(model, batch, new, pad_id=0)
+        rows, _ = generate_ids(model, batch, new, GREEDY)
         P = max(map(len, batch))
         ids = torch.tensor([[0] * (P - len(p)) + p for p in batch])
         attn = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in batch])

@@ -102,9 +102,9 @@ def test_f32_tight_agreement_and_greedy(f32_gguf):
         diff = float((mine - theirs).abs().max())
         worst = max(worst, diff)
         assert diff < 1e-3, (name, diff)
-        from camelid.generate import generate_ids
+        from camelid.generate import GREEDY, generate_ids
 
-        rows, _ = generate_ids(ours.model, [ids], 32)
+        rows, _ = generate_ids(ours.model, [ids], 32, GREEDY)
         assert rows[0].ids == their_greedy(llm, ids, 32), name
     print(f"F32 GGUF, F32 KV cache: largest logit difference {worst:.2e}; 32-token greedy identical on 6 prompts")
 

@@ -18,6 +18,7 @@ import torch
 from camelid.formats import load
 from camelid.generate import SamplingParams, generate, score_ids
 from camelid.generate.chat import ChatSession, render
+from tests.serve.running import served
 
 MODEL = "smollm2-135m"
 PROMPT = "The three primary colors are"
@@ -25,20 +26,9 @@ PROMPT = "The three primary colors are"
 
 @pytest.fixture(scope="module")
 def server():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "camelid", "serve", "--model", MODEL, "--port", "0", "--device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline()  # "serving 'NAME' (...) on http://HOST:PORT/v1"
-    if not line.startswith("serving"):
-        proc.kill()
-        pytest.fail(f"server did not start: {line!r} {proc.stderr.read()[-2000:]}")
-    base = line.split(" on ")[-1].strip()
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    # dense: echo scores are compared with camelid's own to 1e-4 (packed weights compute in bf16)
+    with served(MODEL, "--quant", "none") as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +38,7 @@ def client(server):
 
 @pytest.fixture(scope="module")
 def local():
-    return load(MODEL, device="cpu")
+    return load(MODEL, device="cpu", quant="none")
 
 
 def post(base: str, path: str, body: dict | bytes) -> tuple[int, dict]:
