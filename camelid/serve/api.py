@@ -3,6 +3,7 @@ chunks), vLLM's tokenizer endpoints, and OpenAI's error object."""
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -40,6 +41,27 @@ def get_field(body: dict, key: str, kinds: tuple, default: Any = None) -> Any:
         raise APIError(400, f"'{key}' must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}", key)
     if not isinstance(value, kinds):
         raise APIError(400, f"'{key}' must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}", key)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise APIError(400, f"'{key}' must be a finite number, got {value!r}", key)
+    return value
+
+
+def _seed(body: dict) -> int | None:
+    seed = get_field(body, "seed", (int,), None)
+    if seed is not None and not -(2**63) <= seed < 2**63:
+        raise APIError(400, f"'seed' must fit in 64 bits, got {seed}", "seed")
+    return seed
+
+
+def _include_usage(body: dict) -> bool:
+    options = get_field(body, "stream_options", (dict,), {})
+    return bool(get_field(options, "include_usage", (bool,), False))
+
+
+def _int_in(body: dict, key: str, default: int | None, low: int, high: int, hint: str = "") -> int | None:
+    value = get_field(body, key, (int,), default)
+    if value is not None and not low <= value <= high:
+        raise APIError(400, f"'{key}' must be between {low} and {high}{hint}, got {value}", key)
     return value
 
 
@@ -66,6 +88,8 @@ def _sampling(body: dict) -> SamplingParams:
     temperature = float(get_field(body, "temperature", (int, float), 1.0))
     top_p = float(get_field(body, "top_p", (int, float), 1.0))
     top_k = get_field(body, "top_k", (int,), None)
+    if top_k is not None and top_k >= 2**31:
+        top_k = None  # past any vocabulary: no filtering
     if temperature < 0 or temperature > 2:
         raise APIError(400, f"'temperature' must be between 0 and 2, got {temperature}", "temperature")
     if not 0 < top_p <= 1:
@@ -142,21 +166,16 @@ def completions(engine: Engine, body: dict, emit: Callable[[dict], None] | None)
     prompts = _prompts(engine, body)
     if not all(prompts):
         raise APIError(400, "'prompt' is empty (this model's tokenizer adds no BOS token to start from)", "prompt")
-    max_tokens = get_field(body, "max_tokens", (int,), 16)
-    n = get_field(body, "n", (int,), 1)
-    best_of = get_field(body, "best_of", (int,), n)
     echo = get_field(body, "echo", (bool,), False)
-    logprobs = get_field(body, "logprobs", (int,), None)
-    seed = get_field(body, "seed", (int,), None)
+    max_tokens = _int_in(body, "max_tokens", 16, 0 if echo else 1, 2**31 - 1, "" if echo else " (or 0 with echo)")
+    n = _int_in(body, "n", 1, 1, MAX_N)
+    best_of = get_field(body, "best_of", (int,), n)
+    logprobs = _int_in(body, "logprobs", None, 0, MAX_LOGPROBS)
+    seed = _seed(body)
+    include_usage = _include_usage(body)
     stream = emit is not None
-    if not 1 <= n <= MAX_N:
-        raise APIError(400, f"'n' must be between 1 and {MAX_N}, got {n}", "n")
     if best_of != n:
         raise APIError(400, "'best_of' other than 'n' is not supported by this server", "best_of")
-    if max_tokens < 0 or (max_tokens == 0 and not echo):
-        raise APIError(400, f"'max_tokens' must be >= 1 (or 0 with echo), got {max_tokens}", "max_tokens")
-    if logprobs is not None and not 0 <= logprobs <= MAX_LOGPROBS:
-        raise APIError(400, f"'logprobs' must be between 0 and {MAX_LOGPROBS}, got {logprobs}", "logprobs")
     if stream and echo and logprobs is not None:
         raise APIError(400, "'echo' with 'logprobs' is not supported when streaming", "echo")
     params, stop = _sampling(body), _stop_list(body)
@@ -184,7 +203,7 @@ def completions(engine: Engine, body: dict, emit: Callable[[dict], None] | None)
         for i, c in enumerate(choices):
             lp = _completion_logprobs(engine, flat[i], c, None, top) if logprobs is not None else None
             emit(chunk(i, "", c.finish_reason, lp))
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if include_usage:
             emit(reply.body([], usage))
         return None
     out = []
@@ -245,6 +264,8 @@ def _message_text(m: dict, i: int) -> dict[str, str]:
     if isinstance(content, list):  # content parts: only text
         if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
             raise APIError(400, f"messages[{i}]: only text content parts are supported", "messages")
+        if not all(isinstance(p.get("text", ""), str) for p in content):
+            raise APIError(400, f"messages[{i}]: a text part's 'text' must be a string", "messages")
         content = "".join(p.get("text", "") for p in content)
     if not isinstance(content, str):
         raise APIError(400, f"messages[{i}].content must be a string or a list of text parts", "messages")
@@ -272,17 +293,13 @@ def chat_completions(engine: Engine, body: dict, emit: Callable[[dict], None] | 
     messages = [_message_text(m, i) for i, m in enumerate(messages)]
     prompt, template_stop = chat_prompt(engine, messages)
     default_max = max(1, engine.context - len(prompt))
-    max_tokens = get_field(body, "max_completion_tokens", (int,), None) or get_field(
-        body, "max_tokens", (int,), default_max
-    )
-    n = get_field(body, "n", (int,), 1)
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = _int_in(body, key, default_max, 1, 2**31 - 1)
+    n = _int_in(body, "n", 1, 1, MAX_N)
     want_lp = get_field(body, "logprobs", (bool,), False)
     top = get_field(body, "top_logprobs", (int,), 0)
-    seed = get_field(body, "seed", (int,), None)
-    if max_tokens < 1:
-        raise APIError(400, f"'max_tokens' must be >= 1, got {max_tokens}", "max_tokens")
-    if not 1 <= n <= MAX_N:
-        raise APIError(400, f"'n' must be between 1 and {MAX_N}, got {n}", "n")
+    seed = _seed(body)
+    include_usage = _include_usage(body)
     if not 0 <= top <= MAX_LOGPROBS or (top and not want_lp):
         raise APIError(
             400, f"'top_logprobs' must be between 0 and {MAX_LOGPROBS} and needs 'logprobs': true", "top_logprobs"
@@ -310,7 +327,7 @@ def chat_completions(engine: Engine, body: dict, emit: Callable[[dict], None] | 
             if i not in started:
                 emit(chunk(i, {"role": "assistant", "content": ""}, None))
             emit(chunk(i, {}, c.finish_reason, _chat_logprobs(engine, prompt, c, top) if want_lp else None))
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if include_usage:
             emit(reply.body([], usage))
         return None
     out = []
@@ -342,19 +359,22 @@ def _chat_logprobs(engine: Engine, prompt: list[int], c: GenerationResult, top: 
 def tokenize(engine: Engine, body: dict) -> dict:
     """vLLM's POST /tokenize: {"prompt": str, "add_special_tokens": bool} or {"messages": [...]}."""
     if "messages" in body:
-        messages = [_message_text(m, i) for i, m in enumerate(body.get("messages") or [])]
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise APIError(400, "'messages' must be a non-empty list", "messages")
+        messages = [_message_text(m, i) for i, m in enumerate(messages)]
         ids, _ = chat_prompt(engine, messages)
     else:
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             raise APIError(400, "'prompt' must be a string", "prompt")
-        ids = engine.encode(prompt, special=bool(body.get("add_special_tokens", True)))
+        ids = engine.encode(prompt, special=get_field(body, "add_special_tokens", (bool,), True))
     return {"tokens": ids, "count": len(ids), "max_model_len": engine.context}
 
 
 def detokenize(engine: Engine, body: dict) -> dict:
     ids = body.get("tokens")
-    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise APIError(400, "'tokens' must be a list of token ids", "tokens")
     return {"prompt": engine.tokenizer.decode(_valid_ids(engine, ids))}
 

@@ -3,8 +3,10 @@ chunked transfer encoding."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from camelid.errors import CamelidError
@@ -21,6 +23,28 @@ from camelid.serve.api import (
 from camelid.serve.engine import Engine
 
 log = logging.getLogger(__name__)
+MAX_BODY = 16 * 2**20  # bytes of one request body
+READ_TIMEOUT = 30.0  # seconds a connection may leave the server waiting for bytes it announced (or a next request)
+
+
+def _refuse_constant(name: str):
+    raise APIError(400, f"the request body is not valid JSON: {name} is not a JSON number")
+
+
+def _check_strings(value) -> None:
+    """Every string in the body must be encodable (JSON allows lone surrogates such as \\ud800; UTF-8 does not)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise APIError(400, "the request body holds a lone surrogate (\\ud800-\\udfff), not a character") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_strings(k)
+            _check_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_strings(v)
 
 
 class ClientGoneError(Exception):
@@ -30,6 +54,7 @@ class ClientGoneError(Exception):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "camelid"
+    timeout = READ_TIMEOUT  # on the connection's socket (socketserver sets it): a stalled client is let go
     engine: Engine  # set on the subclass made by `make_server`
 
     def log_message(self, fmt: str, *args) -> None:
@@ -40,22 +65,86 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:  # said, so the client does not send its next request here
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+    def finish(self) -> None:
+        """A connection closed with bytes of its request unread would be reset (RST), and the client would lose
+        the error response already sent: shut the sending side, then read what is left, briefly, first."""
+        super().finish()
+        if getattr(self, "_unread", False):
+            try:
+                self.connection.shutdown(socket.SHUT_WR)
+                self.connection.settimeout(1.0)
+                for _ in range(256):  # at most 16 MiB drained
+                    if not self.connection.recv(65536):
+                        break
+            except OSError:
+                pass
+
+    def _refuse_framing(self, error: APIError) -> APIError:
+        self.close_connection = self._unread = True
+        return error
+
+    def _read_body(self) -> bytes:
+        """The request's bytes, all of them read (so the connection's next request starts where it should); a
+        length that cannot be trusted closes the connection after the error."""
+        if self.headers.get("Transfer-Encoding"):
+            raise self._refuse_framing(
+                APIError(411, "send the request body with a Content-Length (chunked bodies are not supported)")
+            )
+        header = self.headers.get("Content-Length")
         try:
-            body = json.loads(raw or b"{}")
+            length = int(header) if header is not None else 0
+        except ValueError:
+            length = -1
+        if length < 0:
+            raise self._refuse_framing(APIError(400, f"Content-Length must be a non-negative integer, got {header!r}"))
+        if length > MAX_BODY:
+            raise self._refuse_framing(
+                APIError(413, f"the request body is {length:,} bytes; this server takes at most {MAX_BODY:,}")
+            )
+        try:
+            raw = self.rfile.read(length) if length else b""
+        except TimeoutError:
+            raise self._refuse_framing(
+                APIError(408, f"the request body did not arrive within {self.timeout:g} s")
+            ) from None
+        if len(raw) < length:
+            raise self._refuse_framing(
+                APIError(400, f"the request body ended after {len(raw):,} of its {length:,} bytes")
+            )
+        return raw
+
+    @staticmethod
+    def _parse(raw: bytes) -> dict:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise APIError(400, f"the request body is not valid UTF-8 (byte {e.start})") from None
+        try:
+            body = json.loads(text or "{}", parse_constant=_refuse_constant)
         except json.JSONDecodeError as e:
             raise APIError(400, f"the request body is not valid JSON: {e}") from None
+        except RecursionError:
+            raise APIError(400, "the request body is nested too deeply") from None
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object")
+        try:
+            _check_strings(body)
+        except RecursionError:
+            raise APIError(400, "the request body is nested too deeply") from None
         return body
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?")[0].rstrip("/")
+        try:
+            self._read_body()  # a GET with a body: read past it
+        except APIError as e:
+            self._json(e.status, e.body())
+            return
         if path == "/health":
             self._json(200, {"status": "ok"})
         elif path == "/v1/models":
@@ -73,9 +162,10 @@ class Handler(BaseHTTPRequestHandler):
         simple = {"/tokenize": tokenize, "/detokenize": detokenize}
         streaming = False
         try:
+            raw = self._read_body()  # first, even for a request refused: the connection stays in step
             if path not in routes and path not in simple:
                 raise APIError(404, f"no such endpoint: POST {path}", kind="not_found_error")
-            body = self._body()
+            body = self._parse(raw)
             if path in simple:
                 self._json(200, simple[path](self.engine, body))
                 return
@@ -100,6 +190,14 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             else:
                 self._json(500, APIError(500, f"internal server error: {e!r}", kind="server_error").body())
+
+    def _not_allowed(self) -> None:
+        with contextlib.suppress(APIError):  # a broken body: the connection closes after this answer
+            self._read_body()
+        error = APIError(405, f"method {self.command} is not allowed; use GET or POST", kind="invalid_request_error")
+        self._json(405, error.body())
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815 (http.server's naming)
 
     def _stream(self, route, body: dict) -> None:
         """Server-sent events over chunked transfer encoding; headers go out only with the first event, so a
