@@ -79,8 +79,8 @@ class Decoder:
         self.batch = 0
         self.length = 0
         self.allocations = 0  # how many times the cache was (re)allocated: a reused cache does not count
-        self._steps: dict[tuple, object] = {}
-        self._fingerprint = _fingerprint(model) if compile else ()
+        self._steps: dict[tuple, object] = {}  # (compile mode, batch, filtered, logprobs) -> step, eager ones too
+        self._fingerprint: tuple = ()
 
     @property
     def device(self) -> torch.device:
@@ -88,7 +88,7 @@ class Decoder:
 
     def reserve(self, batch: int, length: int) -> None:
         """Make sure the cache holds `batch` rows of `length` positions (grown, never shrunk, when too small)."""
-        if self._steps and self.compile:
+        if any(mode for mode, *_ in self._steps):
             fingerprint = _fingerprint(self.model)
             if fingerprint != self._fingerprint:  # weights swapped or modules replaced since compiling
                 self._steps.clear()
@@ -130,21 +130,21 @@ class Decoder:
             pos = torch.arange(start + c, start + c + t, device=device)[None, :].expand(b, t)
             # rows whose last token is in this chunk keep its logits; the others' are computed and dropped
             at = (last - c).clamp(0, t - 1)
-            logits = self.model(chunk, input_pos=pos, rows=rows, logits_at=at)[:, 0].float()
+            logits = self.model(chunk, input_pos=pos, rows=rows, logits_at=at, span=start + c + t)[:, 0].float()
             done = (last >= c) & (last < c + t)
             out[done] = logits[done]
         return out
 
     # -- decode -----------------------------------------------------------------------------------------------
 
-    def _step_fn(self, batch: int, filtered: bool | None, logprobs: int):
-        key = (batch, filtered, logprobs)
+    def _step_fn(self, batch: int, filtered: bool | None, logprobs: int, span: int | None):
+        key = (self.compile, batch, filtered, logprobs, span)
         if key not in self._steps:
             model = self.model
             rows = None if batch == self.batch else slice(0, batch)
 
             def step(tokens, positions, temperature, top_k, top_p, seed, counter):
-                logits = model(tokens[:, None], input_pos=positions[:, None], rows=rows)[:, -1].float()
+                logits = model(tokens[:, None], input_pos=positions[:, None], rows=rows, span=span)[:, -1].float()
                 ids = sample_rows(logits, temperature, top_k, top_p, seed, counter, filtered)
                 if not logprobs:
                     return ids, None, None, None
@@ -173,12 +173,18 @@ class Decoder:
         counter: torch.Tensor,
         filtered: bool | None = False,
         logprobs: int = 0,
+        span: int | None = None,
     ) -> StepOutput:
         """One token for each of the first B cache rows: write `tokens` (B,) at `positions` (B,), sample the next
         ids with each row's parameters. `logprobs` 0: ids only; 1: and their log-probs; k > 1: and the k-1
         likeliest alternatives. A server passes all its rows (idle ones too, their results ignored), so the
-        shapes, and the compiled step, stay the same from step to step."""
-        fn = self._step_fn(tokens.shape[0], filtered, logprobs)
+        shapes, and the compiled step, stay the same from step to step. `span`, when given, bounds every row's
+        position (all < span): attention then reads only the cache's first slots, rounded up to a power of two
+        (so a compiled step serves many steps, and a long cache costs a short generation nothing)."""
+        if span is not None:
+            span = min(self.length, _next_pow2(span))
+            span = None if span >= self.length else span
+        fn = self._step_fn(tokens.shape[0], filtered, logprobs, span)
         ids, chosen, top_i, top_v = fn(tokens, positions, temperature, top_k, top_p, seed, counter)
 
         def own(t):  # a compiled step's outputs may be its static buffers: copy them out
@@ -191,17 +197,18 @@ _DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def decoder_for(model: Transformer, compile: str | None = None) -> Decoder:
-    """The decoder (and so the KV cache) kept for `model` across calls, one per compile mode."""
-    per_model = _DECODERS.setdefault(model, {})
-    if compile not in per_model:
-        for other in per_model.values():  # one cache per model: another mode's decoder gives its up
-            other.release()
-        per_model.clear()
-        per_model[compile] = Decoder(model, compile)
-    return per_model[compile]
+    """The decoder (and so the KV cache) kept for `model` across calls, set to run its steps in `compile` mode:
+    one per model, whose eager and compiled steps share the cache (an eager call between compiled ones, such as
+    a prefill-only generation or a score, costs the compiled step nothing)."""
+    decoder = _DECODERS.get(model)
+    if decoder is None:
+        decoder = _DECODERS[model] = Decoder(model, compile)
+    decoder.compile = compile
+    return decoder
 
 
 def release_caches(model: Transformer) -> None:
     """Free the KV cache that generation keeps for `model` between calls."""
-    for d in _DECODERS.pop(model, {}).values():
-        d.release()
+    decoder = _DECODERS.pop(model, None)
+    if decoder is not None:
+        decoder.release()

@@ -135,7 +135,8 @@ def generate_ids(
         if not any(active) or i == max_new_tokens - 1:
             break
         step += 1
-        out = decoder.decode(nxt, positions, temperature, top_k, top_p, seeds_t, step, filtered, want)
+        span = longest + i + 1  # every row's position this step is below it
+        out = decoder.decode(nxt, positions, temperature, top_k, top_p, seeds_t, step, filtered, want, span)
         positions += 1
         nxt, chosen, top_i, top_v = out.ids, out.logprobs, out.top_ids, out.top_logprobs
         decode_steps += 1

@@ -26,7 +26,9 @@ class KVCache(torch.nn.Module):
         """Write k, v (B, n_kv, T, hd) of rows `rows` (a slice of the cache's rows; all by default) at their
         positions `input_pos` (B, T); return those rows of the cache, (B, n_kv, S, hd), views (nothing copied)."""
         kc, vc = (self.k, self.v) if rows is None else (self.k[rows], self.v[rows])
-        idx = input_pos[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
-        kc.scatter_(2, idx, k.to(kc.dtype))
-        vc.scatter_(2, idx, v.to(vc.dtype))
+        # an index_put_ (not scatter_): torch.compile writes it in place, where a scatter_ on a buffer becomes a
+        # copy of the whole cache every step (measured: decode speed falling with the cache's length)
+        batch = torch.arange(k.shape[0], device=k.device)[:, None]
+        kc[batch, :, input_pos] = k.transpose(1, 2).to(kc.dtype)  # (B, T, n_kv, hd) into slots (b, :, pos)
+        vc[batch, :, input_pos] = v.transpose(1, 2).to(vc.dtype)
         return kc, vc

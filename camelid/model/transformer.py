@@ -50,6 +50,7 @@ class Attention(nn.Module):
         mask: torch.Tensor | None,
         input_pos: torch.Tensor | None,
         rows: slice | None = None,
+        span: int | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         # -1 heads: under tensor parallelism each rank holds n_heads / tp of them.
@@ -61,6 +62,8 @@ class Attention(nn.Module):
         if input_pos is not None:  # cached attention; a plain forward (training, scoring) leaves the cache alone
             assert self.kv_cache is not None and mask is not None, "input_pos needs a KV cache (setup_caches)"
             k, v = self.kv_cache.update(input_pos, k, v, rows)  # (B, n_kv, S, hd)
+            if span is not None:  # only the first `span` slots can be attended to: read no more of the cache
+                k, v = k[:, :, :span], v[:, :, :span]
             if T <= DECODE_ROWS:
                 out = attend_few(q, k.to(q.dtype), v.to(q.dtype), mask)
                 return self.wo(out.transpose(1, 2).reshape(B, T, -1))
@@ -122,8 +125,9 @@ class TransformerBlock(nn.Module):
         mask: torch.Tensor | None = None,
         input_pos: torch.Tensor | None = None,
         rows: slice | None = None,
+        span: int | None = None,
     ) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, mask, input_pos, rows)
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask, input_pos, rows, span)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -133,7 +137,8 @@ class Transformer(nn.Module):
     Plain `model(tokens)` is causal attention over positions 0..T-1 (training, scoring); with `targets` (B, T)
     it returns the per-token cross-entropy (B, T) instead of the logits. With KV caches set up, `input_pos`
     (B, T) gives each row's positions (RoPE, cache slots and the causal mask all follow them) and `rows` which
-    rows of the cache the batch is; `logits_at` (B,) keeps only those positions for the output head.
+    rows of the cache the batch is; `logits_at` (B,) keeps only those positions for the output head; `span`
+    reads only the cache's first `span` slots (every position of the batch must be below it).
     """
 
     def __init__(self, args: ModelArgs) -> None:
@@ -201,6 +206,7 @@ class Transformer(nn.Module):
         targets: torch.Tensor | None = None,
         rows: slice | None = None,
         logits_at: torch.Tensor | None = None,
+        span: int | None = None,
     ) -> torch.Tensor:
         B, T = tokens.shape
         mask = None
@@ -209,12 +215,14 @@ class Transformer(nn.Module):
         else:
             positions = input_pos
             cache_len = self.layers[0].attention.kv_cache.k.shape[2]
+            if span is not None:
+                cache_len = min(span, cache_len)
             slots = torch.arange(cache_len, device=tokens.device)
             mask = (slots[None, None, :] <= input_pos[:, :, None])[:, None]  # (B, 1, T, S): causal, per row
         cos, sin = self.rope(positions)
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
-            h = layer(h, cos, sin, mask, input_pos, rows)
+            h = layer(h, cos, sin, mask, input_pos, rows, span)
         if targets is not None:
             return self.head_loss(h, targets)
         if logits_at is not None:

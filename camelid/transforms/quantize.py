@@ -32,6 +32,7 @@ INT4_GROUPS = (32, 64, 128, 256)
 DEQUANT_ROWS = 16  # inputs with more rows than this dequantize the layer for the call (measured: prefill)
 COMPUTE = torch.bfloat16
 PACK_ROWS = 256  # rows converted at a time, so a transient copy (int32 for the kernels' converter) stays small
+EXACT_TOP = 64  # an output head's largest logits per row recomputed in fp32 (greedy and log-probs follow them)
 DENSE_ROWS = 4096  # output rows dequantized at a time for a large input's dense matmul
 
 
@@ -334,6 +335,7 @@ class QuantizedLinear(nn.Module):
         self.bits, self.group_size = qw.bits, qw.group_size
         q, scale = qw.q.to(device), qw.scale.to(device)
         self.plain: QuantizedWeight | None = None
+        self.exact_top = 0  # an output head: its `exact_top` largest outputs per row recomputed in fp32
         if qw.bits == 8 and qw.group_size == 0:
             self.register_buffer("q", q.contiguous())
             self.register_buffer("scale", scale.to(compute))
@@ -427,7 +429,19 @@ class QuantizedLinear(nn.Module):
             y = _int4_mm(torch.cat([x2, x2], -1), self.packed, self.group_size, self.sz)
         else:
             y = _int4_mm(x2, self.packed, self.group_size, self.sz)
+        if self.exact_top:
+            y = self._exact_top(x.reshape(-1, self.in_features), y)
         return y.to(x.dtype).reshape(*shape[:-1], self.out_features)
+
+    def _exact_top(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`y` (rows, N) in fp32 with each row's `exact_top` largest entries recomputed exactly (fp32 activations
+        against the packed rows): the kernels' bf16 output holds a logit of 25 only to 0.125, coarser than the
+        gap between a small model's top two tokens, so greedy choices and log-probs would follow the rounding."""
+        y = y.float()
+        top = y.topk(min(self.exact_top, self.out_features), dim=-1).indices  # (rows, k)
+        w = self.rows(top.flatten()).view(*top.shape, self.in_features)  # (rows, k, K) fp32
+        exact = (w @ x.float()[:, :, None]).squeeze(-1)
+        return y.scatter(-1, top, exact)
 
 
 class QuantizedEmbedding(nn.Module):
@@ -513,12 +527,15 @@ def install(
         module_name = name.removesuffix(".weight")
         if module_name == "tok_embeddings" and tied:
             head = QuantizedLinear(qw, device, consume)
+            head.exact_top = EXACT_TOP
             _set(model, "output", head)
             _set(model, module_name, QuantizedEmbedding(None, device, source=head))
         elif module_name == "tok_embeddings":
             _set(model, module_name, QuantizedEmbedding(qw, device))
         else:
-            _set(model, module_name, QuantizedLinear(qw, device, consume))
+            layer = QuantizedLinear(qw, device, consume)
+            layer.exact_top = EXACT_TOP if module_name == "output" else 0
+            _set(model, module_name, layer)
         del qw
     trim()
 
