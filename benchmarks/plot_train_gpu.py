@@ -5,22 +5,11 @@ python benchmarks/plot_train_gpu.py benchmarks/results/train_gpu_h200_2026-11-30
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from plots import arguments, plt, save
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("result", type=Path)
-    ap.add_argument("png", type=Path)
-    a = ap.parse_args()
-    res = json.loads(a.result.read_text())
+    res, png = arguments(__doc__)
     tags = [
         ("1b_seq2048_mbs8_compile", "1.26B, seq 2048\ncompiled"),
         ("125m_seq1024_mbs32_compile", "134M, seq 1024\ncompiled"),
@@ -41,11 +30,7 @@ def main() -> int:
     ax.set_title(f"Training throughput, {res['gpu']}, torch {res['torch']}, bf16 autocast, {res['date']}")
     ax.legend()
     ax.set_ylim(0, 70)
-    fig.tight_layout()
-    a.png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(a.png, dpi=110)
-    print(f"wrote {a.png}")
-    return 0
+    return save(fig, png)
 
 
 if __name__ == "__main__":
