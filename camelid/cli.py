@@ -51,7 +51,8 @@ def cmd_info(a: argparse.Namespace) -> int:
         "config": args.to_dict(),
     }
     if a.quant:
-        from camelid.transforms.quantize import check_quantizable, default_group_size, kv_cache_bytes, model_bytes
+        from camelid.transforms.quant_weight import check_quantizable, default_group_size
+        from camelid.transforms.quantize import kv_cache_bytes, model_bytes
 
         if a.quant != "none":
             bits = 8 if a.quant == "int8" else 4

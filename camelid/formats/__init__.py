@@ -138,7 +138,7 @@ def read(
         raise CheckpointError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANT)}")
     bits = {"int8": 8, "int4": 4}.get(quant or "")
     if bits:
-        from camelid.transforms.quantize import check_group_size, default_group_size
+        from camelid.transforms.quant_weight import check_group_size, default_group_size
 
         group = default_group_size(bits, group_size)
         check_group_size(bits, group)
@@ -151,7 +151,7 @@ def read(
     if quant == "none":
         release = release.dense()
     elif bits:
-        from camelid.transforms.quantize import layout_for
+        from camelid.transforms.quant_weight import layout_for
 
         packed_as_asked = release.quantized and all(
             (qw.bits, qw.group_size) == layout_for(name, bits, group, qw.shape[1])

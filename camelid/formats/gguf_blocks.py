@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from camelid.transforms.quantize import QuantizedWeight, check_quantizable, pack_nibbles, quantize_rows
+from camelid.transforms.quant_weight import QuantizedWeight, check_quantizable, pack_nibbles, quantize_rows
 
 EXACT = ("Q8_0", "Q5_0", "Q4_0", "Q4_1", "Q4_K")
 TO_INT8 = ("Q8_0", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_K")

@@ -271,7 +271,7 @@ def read_state(
     packs every matrix to that width."""
     from camelid.formats.gguf_blocks import packed_weight
     from camelid.memory import trim
-    from camelid.transforms.quantize import layout_for
+    from camelid.transforms.quant_weight import layout_for
 
     dense, packed, errors = {}, {}, []
     bits = {"int8": 8, "int4": 4}.get(quant or "")

@@ -47,7 +47,7 @@ PARTS = ("q", "scale", "zero", "minimum")  # a packed weight's tensors: `<name>.
 
 def _packed_from_state(state: dict[str, torch.Tensor], table: Any, source: Path) -> dict:
     """The packed weights config.json's "quantization" table names, taken out of `state` and checked."""
-    from camelid.transforms.quantize import QuantizedWeight
+    from camelid.transforms.quant_weight import QuantizedWeight
 
     if table is None:
         return {}

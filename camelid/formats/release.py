@@ -86,7 +86,7 @@ class Release:
 
     def quantize(self, bits: int, group_size: int) -> Release:
         """The same release with its matrices (and the embedding) packed to int8 / int4, one tensor at a time."""
-        from camelid.transforms.quantize import quantize_state
+        from camelid.transforms.quant_weight import quantize_state
 
         dense, quantized = quantize_state(self.dense().state, bits, group_size)
         return Release(**{**self.__dict__, "state": dense, "quantized": quantized})

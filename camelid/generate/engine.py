@@ -66,14 +66,12 @@ def generate_ids(
     params: SamplingParams | Sequence[SamplingParams] = SamplingParams(),
     stop_ids: set[int] = frozenset(),
     seed: int | Sequence[int] | None = None,
-    pad_id: int = 0,
     should_stop: Callable[[int, list[int]], bool] | None = None,
     compile: bool | str = False,
     top_logprobs: int = 0,
 ) -> tuple[list[RowOutput], GenerationStats]:
     """Generate for a batch of prompts (token ids). `params` and `seed` may be one per row. An unseeded call
     draws its seeds from a fresh OS source: the process-wide RNG is never read or reseeded."""
-    del pad_id  # rows are right-padded inside the decoder; kept for callers that pass it
     if not prompts:
         raise InputError("no prompts given")
     if max_new_tokens < 1:

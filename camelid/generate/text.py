@@ -118,7 +118,6 @@ def generate_from_ids(
         params,
         stop_ids=tokenizer.stop_ids,
         seed=seed,
-        pad_id=tokenizer.pad_id or 0,
         should_stop=should_stop,
         compile=compile,
         top_logprobs=top_logprobs,

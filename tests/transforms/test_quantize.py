@@ -8,6 +8,7 @@ from camelid.errors import ConfigError
 from camelid.generate import GREEDY, decoder_for, generate_ids
 from camelid.model import build_model, preset
 from camelid.model.args import ModelArgs
+from camelid.transforms import quant_weight as W
 from camelid.transforms import quantize as Q
 
 LAYOUTS = [(8, 0), (8, 32), (4, 32), (4, 64), (4, 128)]
@@ -20,7 +21,7 @@ def weight(n=128, k=256, seed=0):
 @pytest.mark.parametrize("bits,group", LAYOUTS)
 def test_quantization_error_is_what_the_width_allows(bits, group):
     w = weight()
-    qw = Q.quantize_weight(w, bits, group)
+    qw = W.quantize_weight(w, bits, group)
     err = (qw.dequantize() - w).pow(2).mean().sqrt() / w.pow(2).mean().sqrt()
     assert err < {8: 0.01, 4: 0.12}[bits], float(err)
     assert qw.nbytes() < w.numel() * (1.2 if bits == 8 else 0.7)  # packed: about a byte / half a byte a weight
@@ -29,7 +30,7 @@ def test_quantization_error_is_what_the_width_allows(bits, group):
 @pytest.mark.parametrize("rows", [1, 5, 40])  # decode (the packed kernel) and a prefill (dense, chunked)
 @pytest.mark.parametrize("bits,group", LAYOUTS)
 def test_quantized_linear_equals_a_dense_matmul_of_its_values(bits, group, rows):
-    qw = Q.quantize_weight(weight(), bits, group)
+    qw = W.quantize_weight(weight(), bits, group)
     lin = Q.QuantizedLinear(qw)
     assert lin.kernel == {(8, 0): "int8"}.get((bits, group), "int8g" if bits == 8 else "int4")
     x = torch.randn(rows, 256, generator=torch.Generator().manual_seed(1))
@@ -42,7 +43,7 @@ def test_quantized_linear_equals_a_dense_matmul_of_its_values(bits, group, rows)
 
 @pytest.mark.parametrize("bits,group", LAYOUTS)
 def test_rows_of_the_packed_weight_are_its_dequantized_rows(bits, group):
-    qw = Q.quantize_weight(weight(), bits, group)
+    qw = W.quantize_weight(weight(), bits, group)
     lin = Q.QuantizedLinear(qw)
     ids = torch.tensor([0, 5, 63, 64, 127, 5])
     ref = qw.dequantize(rows=ids)
@@ -54,19 +55,19 @@ def test_rows_of_the_packed_weight_are_its_dequantized_rows(bits, group):
 def test_the_cpu_int4_layout_is_read_back_exactly():
     assert Q._cpu_layout_known()  # else every int4 layer keeps a second, portable copy
     u = torch.randint(0, 16, (256, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    packed = Q._pack_int4(Q.pack_nibbles(u))
+    packed = Q._pack_int4(W.pack_nibbles(u))
     assert torch.equal(Q._unpack_int4_cpu(packed, 256, 128), u)
-    same = Q.pack_nibbles(u)
+    same = W.pack_nibbles(u)
     assert torch.equal(Q._pack_int4(same, inplace=True), packed)  # converted in place, same result
 
 
 def test_bad_layouts_are_one_clear_error():
     with pytest.raises(ConfigError, match="int4 group size 48 is not supported; choose one of 32, 64, 128, 256"):
-        Q.quantize_weight(weight(), 4, 48)
+        W.quantize_weight(weight(), 4, 48)
     with pytest.raises(ConfigError, match="int8 group size 64 is not supported"):
-        Q.quantize_weight(weight(), 8, 64)
+        W.quantize_weight(weight(), 8, 64)
     with pytest.raises(ConfigError, match="group size 128 does not divide layers.0.w's 192 input columns"):
-        Q.check_quantizable((64, 192), 4, 128, "layers.0.w")
+        W.check_quantizable((64, 192), 4, 128, "layers.0.w")
 
 
 def test_a_kernel_missing_on_the_device_is_refused_when_asked_for(monkeypatch):
@@ -82,7 +83,7 @@ def test_a_kernel_missing_on_the_device_is_refused_when_asked_for(monkeypatch):
 def test_a_missing_kernel_falls_back_with_one_line(monkeypatch, caplog):
     monkeypatch.setattr(Q, "_probe", lambda kind, device: "not built")
     monkeypatch.setattr(Q, "_WARNED", set())
-    qw = Q.quantize_weight(weight(), 4, 32)
+    qw = W.quantize_weight(weight(), 4, 32)
     lin = Q.QuantizedLinear(qw)
     Q.QuantizedLinear(qw)
     assert lin.kernel is None and lin.plain is not None
@@ -136,7 +137,7 @@ def test_the_size_estimate_is_what_a_quantized_model_holds(quant, group):
     model = build_model(args, seed=0).to(torch.bfloat16)
     if quant != "none":
         bits = 8 if quant == "int8" else 4
-        Q.quantize_model(model, bits, Q.default_group_size(bits, group))
+        Q.quantize_model(model, bits, W.default_group_size(bits, group))
     held = Q.quantized_bytes(model)
     assert abs(Q.model_bytes(args, quant, group) - held) <= 0.02 * held
 
