@@ -45,6 +45,14 @@ class MCItem:
     group: str = ""
 
 
+@dataclass
+class MC2Item(MCItem):
+    """TruthfulQA's MC2: several true and several false answers; the score is the probability mass on the true
+    ones (normalized over all options), so there is no single gold index."""
+
+    truth: list[bool] | None = None
+
+
 def _need(path: Path, task: str) -> Path:
     if not path.exists():
         raise InputError(
@@ -210,7 +218,7 @@ TRUTHFULQA_PRIMER = (  # camelid's own exemplars for the QA format (the benchmar
 )
 
 
-def load_truthfulqa(d: Path) -> list[tuple[MCItem, MCItem]]:
+def load_truthfulqa(d: Path) -> list[tuple[MCItem, MC2Item]]:
     """TruthfulQA's mc_task.json: (MC1 item, MC2 item) per question."""
     path = _need(d / "truthfulqa" / "mc_task.json", "truthfulqa_mc")
     out = []
@@ -218,7 +226,7 @@ def load_truthfulqa(d: Path) -> list[tuple[MCItem, MCItem]]:
         ctx = f"{TRUTHFULQA_PRIMER}Q: {x['question']}\nA:"
         mc1, mc2 = list(x["mc1_targets"].items()), list(x["mc2_targets"].items())
         item1 = MCItem(_options(ctx, [a for a, _ in mc1]), [y for _, y in mc1].index(1), "none")
-        item2 = MCItem(_options(ctx, [a for a, _ in mc2]), -1, "none", group=json.dumps([y for _, y in mc2]))
+        item2 = MC2Item(_options(ctx, [a for a, _ in mc2]), -1, "none", truth=[bool(y) for _, y in mc2])
         out.append((item1, item2))
     return out
 
@@ -292,7 +300,7 @@ def run_truthfulqa(ev: Evaluator, d: Path, limit: int | None = None, progress=No
     mc1 = [argmax(s) == p[0].gold for s, p in zip(s1, pairs)]
     mc2 = []
     for s, (_, item) in zip(s2, pairs):
-        truth = json.loads(item.group)
+        truth = item.truth
         top = max(s)
         probs = [math.exp(x - top) for x in s]
         mc2.append(sum(p for p, y in zip(probs, truth) if y) / sum(probs))
@@ -498,16 +506,3 @@ def run_realtoxicity(ev: Evaluator, d: Path, limit: int | None = None, progress=
         out[f"{name}_continuations"] = conts
     out["wall_s"] = time.perf_counter() - t0
     return out
-
-
-ALL_TASKS = [
-    *MC_LOADERS,
-    "truthfulqa_mc",
-    "crows_pairs",
-    "nq",
-    "triviaqa",
-    "gsm8k",
-    "math",
-    "mbpp",
-    "realtoxicityprompts",
-]

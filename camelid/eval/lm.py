@@ -67,14 +67,14 @@ class Evaluator:
             x = torch.zeros((len(idx), width), dtype=torch.long, device=self.device)
             for r, i in enumerate(idx):
                 x[r, : len(unique[i])] = torch.tensor(unique[i])  # right padding: causal attention ignores it
-            logits = self.model(x)
+            h = self.model.hidden(x)  # (B, T, dim): logits are made for the continuation rows only, below
             for r, i in enumerate(idx):
                 for k in needed[i]:
                     _, start, cont = plan[k]
-                    # normalize only the continuation's rows: a (B, T, V) log-softmax is gigabytes at MMLU lengths
-                    lp = torch.log_softmax(logits[r, start : start + len(cont)].float(), dim=-1)
+                    lp = torch.log_softmax(self.model.head(h[r, start : start + len(cont)]).float(), dim=-1)
                     target = torch.tensor(cont, device=self.device)
                     results[k] = (float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all()))
+            del h
         return results  # type: ignore[return-value]
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:

@@ -79,7 +79,9 @@ def run_mmlu(
     t0 = time.perf_counter()
     correct = 0
     predictions = []
-    chunk = ev.batch_size * 4
+    chunk = max(1, ev.batch_size)  # a prompt's four answers share one forward row: one batch per chunk
+    if progress:
+        progress(0, len(pairs))  # the bar shows at once, not after the first batch
     for b in range(0, len(pairs), chunk):
         part = pairs[b : b + chunk]
         requests = [(prompt, f" {letter}") for _, prompt in part for letter in LETTERS]

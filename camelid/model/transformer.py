@@ -208,6 +208,23 @@ class Transformer(nn.Module):
         logits_at: torch.Tensor | None = None,
         span: int | None = None,
     ) -> torch.Tensor:
+        h = self.hidden(tokens, input_pos, rows, span)
+        if targets is not None:
+            return self.head_loss(h, targets)
+        if logits_at is not None:
+            B = tokens.shape[0]
+            h = h[torch.arange(B, device=h.device), logits_at][:, None]  # (B, 1, dim): the head on one row each
+        return self.head(h)
+
+    def hidden(
+        self,
+        tokens: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        rows: slice | None = None,
+        span: int | None = None,
+    ) -> torch.Tensor:
+        """The last layer's hidden states (B, T, dim), before the final norm: `head` turns any subset of them into
+        logits, so a caller that needs a few positions' logits never builds the whole (B, T, vocab)."""
         B, T = tokens.shape
         mask = None
         if input_pos is None:
@@ -223,10 +240,10 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
             h = layer(h, cos, sin, mask, input_pos, rows, span)
-        if targets is not None:
-            return self.head_loss(h, targets)
-        if logits_at is not None:
-            h = h[torch.arange(B, device=h.device), logits_at][:, None]  # (B, 1, dim): the head on one row each
+        return h
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits of hidden states from `hidden` (any leading shape)."""
         return self.output(self.norm(h))
 
     def head_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -235,7 +252,7 @@ class Transformer(nn.Module):
         One function so that `torch.compile` can fuse the fp32 upcast into the log-softmax instead of writing
         fp32 logits (4 bytes x tokens x vocab) to memory and reading them back.
         """
-        logits = self.output(self.norm(h))
+        logits = self.head(h)
         losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
         return losses.view(targets.shape)
 

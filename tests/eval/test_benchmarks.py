@@ -1,7 +1,6 @@
 """The benchmark readers on project-written samples in each benchmark's original schema (tests/eval/samples),
 the scoring rules applied through the task runners, and a run of every task on a real (random) model."""
 
-import json
 import math
 import subprocess
 import sys
@@ -75,7 +74,7 @@ def test_every_reader_parses_its_sample():
     )
     assert [x.gold for x in wgen] == [1, 1, 1, 0, 0, 0]
     mc1, mc2 = B.load_truthfulqa(SAMPLES)[0]
-    assert mc1.gold == 0 and len(mc2.options) == 4 and json.loads(mc2.group) == [1, 1, 0, 0]
+    assert mc1.gold == 0 and len(mc2.options) == 4 and mc2.truth == [True, True, False, False] and mc2.group == ""
     assert B.load_triviaqa(SAMPLES)[0] == ("Which planet is known as the Red Planet?", ["Mars", "Mars", "Planet Mars"])
     assert B.load_nq(SAMPLES)[1][1] == ["366", "three hundred sixty-six"]
 
@@ -203,3 +202,17 @@ def test_missing_benchmark_files_are_one_line_errors(tmp_path, debug_checkpoint)
         )
         assert p.returncode == 2, p.stderr
         assert p.stderr.startswith("error: ") and needle in p.stderr and "Traceback" not in p.stderr
+
+
+def test_every_benchmark_is_one_record():
+    from camelid.cli import build_parser
+    from camelid.eval.registry import SECTIONS
+    from camelid.eval.registry import TASKS as RECORDS
+
+    assert all(t.section in SECTIONS for t in RECORDS.values())
+    eval_parser = build_parser()._subparsers._group_actions[0].choices["eval"]
+    (tasks_help,) = [a.help for a in eval_parser._actions if a.dest == "tasks"]
+    listed = {t.strip() for t in tasks_help.removeprefix("comma-separated:").split(",")}
+    assert listed == {*RECORDS, "ppl:PATH"}  # `camelid eval --help` names every task, and only those
+    paper = {n for n, t in RECORDS.items() if t.paper}
+    assert len(paper) == 17 and all(len(t.paper) == 4 for n, t in RECORDS.items() if n in paper)
