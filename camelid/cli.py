@@ -9,28 +9,14 @@ import logging
 import sys
 from pathlib import Path
 
+from camelid import __version__
+from camelid.defaults import DEFAULT_MODEL, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from camelid.errors import CamelidError, InputError
+from camelid.runtime import DTYPES, torch_dtype
 
 log = logging.getLogger("camelid")
 
-DTYPES = ("float32", "bfloat16", "float16")
 QUANTS = ("none", "int8", "int4")
-
-
-def _dtype(name: str | None):
-    import torch
-
-    return None if name is None else getattr(torch, name)
-
-
-def _device(name: str | None) -> str:
-    import torch
-
-    if name:
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise InputError(f"--device {name}: no CUDA device is available here; use --device cpu")
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -101,9 +87,10 @@ def cmd_tokenizer_encode(a: argparse.Namespace) -> int:
 
 
 def _load(a: argparse.Namespace):
-    from camelid.formats import load
+    from camelid.runtime import load_model
 
-    return load(a.model, dtype=_dtype(a.dtype), device=_device(a.device), quant=a.quant, group_size=a.group_size)
+    # "loading NAME (FORMAT, SIZE)... 1.7 s" on a terminal; piped stderr keeps one line per error
+    return load_model(a.model, a.dtype, a.device, a.quant, a.group_size, announce=sys.stderr.isatty())
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
@@ -164,33 +151,82 @@ def cmd_chat(a: argparse.Namespace) -> int:
     )
     interactive = sys.stdin.isatty()
     if interactive:
-        print(f"chatting with {a.model} ({loaded.format}); /reset clears the history, /exit or Ctrl-D quits")
+        _line_editing()
+        print(
+            f"chatting with {a.model} ({loaded.format}); /reset clears the history, Ctrl-C stops a reply, "
+            "/exit or Ctrl-D quits"
+        )
     while True:
-        if interactive:
-            sys.stdout.write("> ")
-            sys.stdout.flush()
-        line = sys.stdin.readline()
+        try:
+            line = input("> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            line = ""
+        except KeyboardInterrupt:  # at the prompt: a fresh line, as a shell does
+            print()
+            continue
         if not line or line.strip() == "/exit":
+            if interactive:
+                print()
             return 0
         if line.strip() == "/reset":
             session.reset()
             continue
         if not line.strip():
             continue
+        dropped = session.dropped
         session.send(line.rstrip("\n"), on_text=lambda d: (sys.stdout.write(d), sys.stdout.flush()))
+        if session.interrupted:
+            sys.stdout.write(" [stopped]")
         sys.stdout.write("\n")
         sys.stdout.flush()
+        if session.dropped > dropped:
+            n = session.dropped - dropped
+            print(
+                f"[the conversation outgrew the {loaded.model.args.max_seq_len}-token context: dropped the oldest "
+                f"{n} exchange{'s' if n > 1 else ''}]",
+                file=sys.stderr,
+            )
+
+
+def _line_editing() -> None:
+    """readline editing and a history kept across sessions (~/.camelid_history), where Python has readline."""
+    try:
+        import atexit
+        import readline
+    except ImportError:
+        return
+    history = Path.home() / ".camelid_history"
+    with contextlib.suppress(OSError):
+        readline.read_history_file(history)
+    readline.set_history_length(1000)
+
+    def save() -> None:
+        with contextlib.suppress(OSError):
+            readline.write_history_file(history)
+
+    atexit.register(save)
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
     from camelid.serve import Engine, make_server
+    from camelid.serve.limits import Limits
 
+    limits = Limits(
+        max_body_bytes=a.max_body_bytes,
+        max_prompts=a.max_prompts,
+        max_prompt_bytes=a.max_prompt_bytes,
+        max_rows=a.max_rows,
+        request_timeout=a.request_timeout,
+        stream_write_timeout=a.stream_write_timeout,
+        stream_buffer_bytes=a.stream_buffer_bytes,
+        backlog=a.backlog,
+    )
     try:  # the port first, so that a busy one fails before the model loads
-        server = make_server(None, a.host, a.port)
+        server = make_server(None, a.host, a.port, limits.backlog)
     except OSError as e:
         raise InputError(f"cannot listen on {a.host}:{a.port}: {e.strerror}; choose another --port") from None
     loaded = _load(a)
-    engine = Engine(loaded.model, loaded.tokenizer, a.name or a.model, loaded.chat_template)
+    engine = Engine(loaded.model, loaded.tokenizer, a.name or a.model, loaded.chat_template, limits)
     server.RequestHandlerClass.engine = engine
     host, port = server.server_address[:2]
     print(f"serving '{engine.name}' ({loaded.format}, context {engine.context}) on http://{host}:{port}/v1", flush=True)
@@ -290,7 +326,7 @@ def cmd_init(a: argparse.Namespace) -> int:
         model.state_dict(),
         args,
         Path(a.tokenizer) / "tokenizer.model" if Path(a.tokenizer).is_dir() else a.tokenizer,
-        dtype=_dtype(a.dtype),
+        dtype=torch_dtype(a.dtype),
     )
     print(f"wrote {path}: randomly initialised {a.preset} (vocab {args.vocab_size}, seed {a.seed})")
     return 0
@@ -321,7 +357,7 @@ def cmd_train(a: argparse.Namespace, overrides: list[str]) -> int:
 def cmd_convert(a: argparse.Namespace) -> int:
     from camelid.formats.convert import convert
 
-    out = convert(a.src, a.dst, to=a.to, dtype=_dtype(a.dtype), shards=a.shards, quant=a.quant)
+    out = convert(a.src, a.dst, to=a.to, dtype=torch_dtype(a.dtype), shards=a.shards, quant=a.quant)
     print(f"wrote {out}")
     return 0
 
@@ -335,8 +371,6 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    from camelid.formats import DEFAULT_MODEL
-
     p.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -359,8 +393,6 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _sampling_options(p: argparse.ArgumentParser) -> None:
-    from camelid.generate import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
-
     p.add_argument(
         "--temperature", type=float, default=DEFAULT_TEMPERATURE, help=f"0 is greedy (default: {DEFAULT_TEMPERATURE})"
     )
@@ -368,9 +400,40 @@ def _sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=None, help="keep the k likeliest tokens (default: no limit)")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default, unless its help already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser: defaults in --help, and -v / --verbose accepted after the subcommand too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        # SUPPRESS: a subcommand that is not given -v leaves the top level's value alone
+        self.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress to stderr"
+        )
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if action.help is None and action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+            action.help = "(default: %(default)s)"
+        return action
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="camelid", description="An open implementation of the LLaMA system.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    from camelid.serve.limits import Limits
+
+    parser = _Parser(prog="camelid", description="An open implementation of the LLaMA system.")
+    parser.set_defaults(verbose=False)
+    parser.add_argument("--version", action="version", version=f"camelid {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("info", help="parameter count and configuration of a preset or checkpoint")
@@ -431,6 +494,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     p.add_argument("--name", help="the model id clients send as `model` (default: the --model value)")
+    g = p.add_argument_group("limits per request (each refused with a 4xx before any model work)")
+    g.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes, help="bytes of one request body")
+    g.add_argument("--max-prompts", type=int, default=Limits.max_prompts, help="prompts in one completions request")
+    g.add_argument(
+        "--max-prompt-bytes", type=int, default=Limits.max_prompt_bytes, help="bytes of one prompt or conversation"
+    )
+    g.add_argument("--max-rows", type=int, default=Limits.max_rows, help="sequences made at once: prompts x n")
+    g.add_argument(
+        "--request-timeout",
+        type=float,
+        default=Limits.request_timeout,
+        help="seconds a request may wait for and use the model, then a 503",
+    )
+    g.add_argument(
+        "--stream-write-timeout",
+        type=float,
+        default=Limits.stream_write_timeout,
+        help="seconds a streaming client may stop reading before its request is cancelled",
+    )
+    g.add_argument(
+        "--stream-buffer-bytes",
+        type=int,
+        default=Limits.stream_buffer_bytes,
+        help="send buffer of a streaming connection: how far a slow reader may fall behind",
+    )
+    g.add_argument("--backlog", type=int, default=Limits.backlog, help="connections queued before they are accepted")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

@@ -7,6 +7,7 @@ names the key (`training.micro_batch`) and the value.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -139,6 +140,48 @@ class JobConfig:
         out["model"] = {"preset": self.model.preset, **self.model.overrides}
         return out
 
+    def model_args(self):
+        """The preset with the [model] overrides, built through `ModelArgs.from_dict`: every field's type and
+        range checked (a rope_scaling table becomes RopeScaling), one ConfigError naming a bad one."""
+        from camelid.model.args import ModelArgs, preset
+
+        values = {**preset(self.model.preset).to_dict(), **self.model.overrides}
+        return ModelArgs.from_dict(values, source="[model]")
+
+    def validate(self) -> None:
+        """The whole job, as far as it can be checked before any process group starts or any file is read (the
+        Trainer calls it first; `load_config` checks the [model] table, since overrides may still follow)."""
+        args = self.model_args()
+        if self.data.seq_len > args.max_seq_len:
+            raise ConfigError(
+                f"data.seq_len ({self.data.seq_len}) exceeds the model's max_seq_len ({args.max_seq_len})"
+            )
+        for i, src in enumerate(self.data.train):
+            if set(src) - {"path", "weight"} or not isinstance(src.get("path"), str):
+                raise ConfigError(f"data.train[{i}] must be {{path = ..., weight = ...}}, got {src!r}")
+            _check(f"data.train[{i}].weight", src.get("weight", 1.0), float)
+
+
+# Paths a config file gives are relative to the file (as a data recipe's are); command-line overrides are
+# relative to the working directory, like any path typed in a shell.
+_PATHS = ("job.run_dir", "data.val", "data.tokenizer")
+
+
+def _resolve_paths(cfg: JobConfig, base: Path, given: set[str]) -> None:
+    def rebase(p: str) -> str:
+        return p if not p or Path(p).is_absolute() else os.path.normpath(base / p)
+
+    for key in _PATHS:
+        if key not in given:
+            continue
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        setattr(getattr(cfg, section), name, [rebase(v) for v in value] if isinstance(value, list) else rebase(value))
+    if "data.train" in given:
+        for src in cfg.data.train:
+            if isinstance(src.get("path"), str):
+                src["path"] = rebase(src["path"])
+
 
 def _check(key: str, value: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
@@ -204,7 +247,8 @@ def _parse_cli_value(raw: str) -> Any:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> JobConfig:
-    """Read a TOML job config, then apply `--section.key value` overrides in order."""
+    """Read a TOML job config (its paths relative to the file), apply `--section.key value` overrides in order,
+    and check the whole job, the model's shape included."""
     cfg = JobConfig()
     if path is not None:
         path = Path(path)
@@ -219,6 +263,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
                 raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
             for name, value in table.items():
                 _set(cfg, f"{section}.{name}", value)
+        _resolve_paths(cfg, path.parent, {f"{s}.{n}" for s, t in data.items() for n in t})
     args = list(overrides or [])
     while args:
         flag = args.pop(0)
@@ -230,4 +275,5 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
                 raise ConfigError(f"override {flag} needs a value")
             raw = args.pop(0)
         _set(cfg, key.replace("-", "_"), _parse_cli_value(raw))
+    cfg.model_args()  # the [model] table's types and ranges, now; the whole job again when a Trainer starts
     return cfg

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
 import sysconfig
@@ -162,24 +163,23 @@ def run_quickstart(out_dir: str | Path = "quickstart-out", steps: int = 100, see
     # like the paper's mixture, mostly prose: code is a fifth of what the model sees (the paper: 4.5%)
     weights = {"books": 0.8, "code": 0.2}
     mixture = ", ".join(
-        f'{{path = "{(out / "data" / "shards" / s["name"]).as_posix()}", weight = {weights[s["name"]]}}}'
-        for s in manifest["sources"]
+        f'{{path = "data/shards/{s["name"]}", weight = {weights[s["name"]]}}}' for s in manifest["sources"]
     )
 
     config_text = f"""# The quickstart job: the paper's recipe (AdamW 0.9/0.95, wd 0.1, clip 1.0, warmup, cosine to 10%)
-# scaled down to the `tiny` preset and a 2-core CPU.
+# scaled down to the `tiny` preset and a 2-core CPU. Paths are relative to this file.
 [job]
 name = "quickstart"
-run_dir = "{(out / "run").as_posix()}"
+run_dir = "run"
 
 [model]
 preset = "tiny"
 
 [data]
 train = [{mixture}]
-val = ["{(out / "data" / "shards" / "val").as_posix()}"]
+val = ["data/shards/val"]
 seq_len = 256
-tokenizer = "{tok_path.as_posix()}"
+tokenizer = "{Path(os.path.relpath(tok_path, out)).as_posix()}"
 
 [optimizer]
 lr = 2e-3

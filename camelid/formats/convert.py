@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from camelid.formats import read, write
+from camelid.lazy import torch
 
 
 def convert(

@@ -11,8 +11,8 @@ int4 g32), and the error is measured: `requantized` lists each tensor's relative
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from camelid.lazy import torch
 from camelid.transforms.quant_weight import QuantizedWeight, check_quantizable, pack_nibbles, quantize_rows
 
 EXACT = ("Q8_0", "Q5_0", "Q4_0", "Q4_1", "Q4_K")

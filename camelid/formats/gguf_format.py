@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from camelid.errors import CheckpointError, ConfigError
 from camelid.formats.release import FILE_KEYS, Release, clean_metadata
 from camelid.formats.safetensors_io import regular_file
+from camelid.lazy import torch
 from camelid.model.args import ModelArgs, RopeScaling
 from camelid.tokenizer.spm_proto import BPE, SentencePieceModel
 
@@ -262,7 +262,7 @@ def _tensor(t, path: Path, dtype: torch.dtype) -> torch.Tensor:
 
 
 def read_state(
-    reader, path: Path, dtype: torch.dtype = torch.float32, quant: str | None = None
+    reader, path: Path, dtype: torch.dtype | None = None, quant: str | None = None
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """(dense tensors, packed weights) in camelid's names, one tensor at a time (peak memory: the result + one).
 
@@ -298,7 +298,7 @@ def read_state(
         except (ValueError, IndexError) as e:
             raise CheckpointError(f"{path}: tensor {t.name} is truncated or malformed ({e})") from None
         reader.release(t)  # its file pages are read: out of this process's memory
-        trim()  # and the transient copies made for it
+        trim(t.nbytes)  # and the transient copies made for it (every few MB)
     if errors:
         worst = max(errors, key=lambda e: e[3])
         kinds = sorted({f"{k} -> {s}" for _, k, s, _ in errors})

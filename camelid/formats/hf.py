@@ -14,12 +14,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from camelid.atomic import atomic_directory
 from camelid.errors import CheckpointError, ConfigError
 from camelid.formats.release import Release, clean_metadata
 from camelid.formats.safetensors_io import load_file, regular_file, save_file
+from camelid.lazy import torch
 from camelid.model.args import ModelArgs, RopeScaling
 
 log = logging.getLogger(__name__)

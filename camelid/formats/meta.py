@@ -14,13 +14,12 @@ import logging
 import pickle
 from pathlib import Path
 
-import torch
-
 from camelid.atomic import atomic_directory
 from camelid.errors import CheckpointError, ConfigError
 from camelid.formats.hf import card_text, read_card
 from camelid.formats.release import Release
 from camelid.formats.safetensors_io import regular_file
+from camelid.lazy import torch
 from camelid.model.args import ModelArgs, RopeScaling
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from camelid.atomic import atomic_directory
 from camelid.errors import CheckpointError
 from camelid.formats.release import Release, clean_metadata
 from camelid.formats.safetensors_io import load_file, save_file
+from camelid.lazy import torch
 from camelid.model.args import ModelArgs
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"

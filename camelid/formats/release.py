@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from camelid.errors import CheckpointError
+from camelid.lazy import torch
 from camelid.model.args import ModelArgs
 
 # Metadata is keyed by GGUF's `general.*` names without the prefix (name, license, license.link, languages,

@@ -15,10 +15,9 @@ import stat
 import struct
 from pathlib import Path
 
-import torch
-
 from camelid.atomic import atomic_path
 from camelid.errors import CheckpointError
+from camelid.lazy import torch
 
 ITEM_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 MAX_HEADER = 100 * 2**20  # the library's own limit

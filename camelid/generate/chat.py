@@ -227,6 +227,7 @@ class ChatSession:
     seed: int | None = None
     messages: list[dict[str, str]] = field(default_factory=list)
     dropped: int = 0
+    interrupted: bool = False
 
     def __post_init__(self) -> None:
         from camelid.generate.sampling import SamplingParams
@@ -251,22 +252,36 @@ class ChatSession:
             del self.messages[start : start + (2 if len(self.messages) - start > 2 else 1)]
             self.dropped += 1
 
-    def send(self, text: str, on_text: Callable[[str], None] | None = None, should_cancel=None) -> str:
+    def send(self, text: str, on_text: Callable[[str], None] | None = None) -> str:
+        """The reply to `text`, streamed through `on_text`. Ctrl-C (KeyboardInterrupt) while it is generated stops
+        the reply, not the conversation: what was shown is kept as the reply and `interrupted` is set."""
         from camelid.generate.text import generate_from_ids
 
         self.messages.append({"role": "user", "content": text})
         ids = self.prompt_ids()
-        results, _ = generate_from_ids(
-            self.model,
-            self.tokenizer,
-            [ids],
-            max_new_tokens=self.max_new_tokens,
-            params=self.params,
-            stop=chat_stop(self.template),
-            seed=self.seed,
-            on_text=None if on_text is None else (lambda row, d: on_text(d)),
-        )
-        reply = results[0].text.strip()
+        shown: list[str] = []
+
+        def stream(row: int, delta: str) -> None:
+            shown.append(delta)
+            if on_text is not None:
+                on_text(delta)
+
+        self.interrupted = False
+        try:
+            results, _ = generate_from_ids(
+                self.model,
+                self.tokenizer,
+                [ids],
+                max_new_tokens=self.max_new_tokens,
+                params=self.params,
+                stop=chat_stop(self.template),
+                seed=self.seed,
+                on_text=stream,
+            )
+            reply = results[0].text.strip()
+        except KeyboardInterrupt:
+            self.interrupted = True
+            reply = "".join(shown).strip()
         self.messages.append({"role": "assistant", "content": reply})
         return reply
 

@@ -7,7 +7,6 @@ a batch; tests pin that against full recomputation and against `transformers`.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ import torch
 
 from camelid.errors import InputError
 from camelid.generate.decoder import decoder_for
-from camelid.generate.sampling import SamplingParams, batch_mode, row_tensors, sample_rows
+from camelid.generate.sampling import SamplingParams, batch_mode, fresh_seed, row_tensors, sample_rows
 from camelid.model.transformer import Transformer
 
 
@@ -29,6 +28,14 @@ class RowOutput:
     finish_reason: str = "length"
     stop_token: tuple[int, float, list[tuple[int, float]]] | None = None
     """The stop id that ended the row (not in `ids`), its log-prob and the top pairs at that step."""
+
+
+class GenerationCancelledError(Exception):
+    """Generation stopped between two decode steps because `generate_ids(cancel=...)` gave a reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -69,11 +76,15 @@ def generate_ids(
     should_stop: Callable[[int, list[int]], bool] | None = None,
     compile: bool | str = False,
     top_logprobs: int = 0,
+    cancel: Callable[[], str | None] | None = None,
 ) -> tuple[list[RowOutput], GenerationStats]:
     """Generate for a batch of prompts (token ids). `params` and `seed` may be one per row. An unseeded call
-    draws its seeds from a fresh OS source: the process-wide RNG is never read or reseeded."""
+    draws its seeds from a fresh OS source: the process-wide RNG is never read or reseeded. `cancel`, asked
+    before every decode step, stops the call with `GenerationCancelledError(reason)` when it returns a reason."""
     if not prompts:
         raise InputError("no prompts given")
+    if any(isinstance(p, (int, str)) for p in prompts):
+        raise InputError("prompts must be a list of token-id lists, one per prompt (for one prompt: [ids])")
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     ctx = model.args.max_seq_len
@@ -82,7 +93,7 @@ def generate_ids(
     b = len(prompts)
     per_row = list(params) if isinstance(params, (list, tuple)) else [params] * b
     if seed is None:
-        seeds = [int.from_bytes(os.urandom(4), "little") for _ in range(b)]
+        seeds = [fresh_seed() for _ in range(b)]
     elif isinstance(seed, int):
         seeds = [seed + i for i in range(b)]
     else:
@@ -132,6 +143,8 @@ def generate_ids(
                 rows[r].finish_reason, active[r] = "stop", False
         if not any(active) or i == max_new_tokens - 1:
             break
+        if cancel is not None and (reason := cancel()) is not None:
+            raise GenerationCancelledError(reason)
         step += 1
         span = longest + i + 1  # every row's position this step is below it
         out = decoder.decode(nxt, positions, temperature, top_k, top_p, seeds_t, step, filtered, want, span)

@@ -9,15 +9,13 @@ generator is touched (the process-wide RNG never is).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
 
+from camelid.defaults import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from camelid.errors import InputError
-
-DEFAULT_TEMPERATURE = 0.7
-"""The one default for the Python API, `camelid generate`, `camelid chat` and the server; 0 is greedy."""
-DEFAULT_TOP_P = 0.9
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,11 @@ class SamplingParams:
 
 
 GREEDY = SamplingParams(temperature=0.0, top_p=1.0)
+
+
+def fresh_seed() -> int:
+    """A seed for an unseeded call, from the OS: the process-wide RNG is neither read nor reseeded."""
+    return int.from_bytes(os.urandom(4), "little")
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:

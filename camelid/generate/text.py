@@ -80,7 +80,9 @@ def generate(
 ) -> tuple[list[GenerationResult], GenerationStats]:
     """Generate for several text prompts at once (left-padded batch); `on_text(row, delta)` streams output.
     With `max_prompt_tokens`, longer prompts keep their last tokens (and their BOS), as evaluation harnesses do;
-    without it a prompt that does not fit the context is an error."""
+    without it a prompt that does not fit the context is an error. A `str` is one prompt."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
     prompt_ids = [tokenizer.encode(p) for p in prompts]
     if max_prompt_tokens is not None:
         prompt_ids = [_keep_last(ids, max_prompt_tokens, tokenizer.bos_id) for ids in prompt_ids]
@@ -98,8 +100,10 @@ def generate_from_ids(
     on_text: Callable[[int, str], None] | None = None,
     compile: bool = False,
     top_logprobs: int = 0,
+    cancel: Callable[[], str | None] | None = None,
 ) -> tuple[list[GenerationResult], GenerationStats]:
-    """`generate` for prompts given as token ids; `top_logprobs` keeps the k likeliest tokens at each step."""
+    """`generate` for prompts given as token ids; `top_logprobs` keeps the k likeliest tokens at each step;
+    `cancel` as in `generate_ids`."""
     prompt_ids = [list(p) for p in prompt_ids]
     streams = [TextStream(tokenizer, ids, stop) for ids in prompt_ids]
 
@@ -121,6 +125,7 @@ def generate_from_ids(
         should_stop=should_stop,
         compile=compile,
         top_logprobs=top_logprobs,
+        cancel=cancel,
     )
     results = []
     for b, row in enumerate(rows):

@@ -1,6 +1,17 @@
-"""The LLaMA model family: hyper-parameters, presets and the decoder itself."""
+"""The LLaMA model family: hyper-parameters, presets and the decoder itself.
 
-from camelid.model.args import PRESETS, ModelArgs, RopeScaling, param_count, preset
-from camelid.model.transformer import Transformer, build_model
+`camelid.model.args` needs no torch; the model's names import torch on first use."""
 
-__all__ = ["PRESETS", "ModelArgs", "RopeScaling", "Transformer", "build_model", "param_count", "preset"]
+from camelid.lazy import lazy_exports
+
+_HOME = {
+    "PRESETS": "args",
+    "ModelArgs": "args",
+    "RopeScaling": "args",
+    "param_count": "args",
+    "preset": "args",
+    "Transformer": "transformer",
+    "build_model": "transformer",
+}
+__getattr__ = lazy_exports(__name__, _HOME)
+__all__ = sorted(_HOME)

@@ -9,7 +9,8 @@ Requests are served one at a time (a lock around the model); the choices and pro
 one batch. Standard library HTTP server, no extra dependencies.
 """
 
-from camelid.serve.engine import Engine
-from camelid.serve.server import make_server
+from camelid.lazy import lazy_exports
 
-__all__ = ["Engine", "make_server"]
+_HOME = {"Engine": "engine", "Limits": "limits", "make_server": "server"}
+__getattr__ = lazy_exports(__name__, _HOME)
+__all__ = sorted(_HOME)

@@ -11,7 +11,7 @@ from typing import Any
 
 from camelid.errors import CamelidError
 from camelid.generate.chat import chat_ids, chat_stop
-from camelid.generate.sampling import SamplingParams
+from camelid.generate.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 from camelid.generate.text import GenerationResult
 from camelid.serve.engine import Engine, Scored
 
@@ -85,18 +85,21 @@ def _unsupported(body: dict, allowed_zero: Iterable[str], must_be_empty: Iterabl
 
 
 def _sampling(body: dict) -> SamplingParams:
-    temperature = float(get_field(body, "temperature", (int, float), 1.0))
-    top_p = float(get_field(body, "top_p", (int, float), 1.0))
+    """The request's sampling parameters, checked by `SamplingParams` itself (one set of rules for the Python
+    API, the CLI and the server), plus OpenAI's upper bound on temperature."""
+    # camelid's one default (the Python API's and the CLI's), not OpenAI's 1.0: the same request, the same text
+    temperature = float(get_field(body, "temperature", (int, float), DEFAULT_TEMPERATURE))
+    top_p = float(get_field(body, "top_p", (int, float), DEFAULT_TOP_P))
     top_k = get_field(body, "top_k", (int,), None)
-    if top_k is not None and top_k >= 2**31:
-        top_k = None  # past any vocabulary: no filtering
-    if temperature < 0 or temperature > 2:
+    if top_k is not None and (top_k >= 2**31 or top_k < 1):
+        top_k = None  # past any vocabulary, or vLLM's and llama.cpp's 0 / -1 for "off": no filtering
+    if temperature > 2:
         raise APIError(400, f"'temperature' must be between 0 and 2, got {temperature}", "temperature")
-    if not 0 < top_p <= 1:
-        raise APIError(400, f"'top_p' must be in (0, 1], got {top_p}", "top_p")
-    if top_k is not None and top_k < 1:
-        top_k = None  # vLLM and llama.cpp treat 0 or -1 as "off"
-    return SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    try:
+        return SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    except CamelidError as e:
+        param = next((k for k in ("temperature", "top_p", "top_k") if str(e).startswith(k)), None)
+        raise APIError(400, str(e), param) from None
 
 
 # -- the model side ---------------------------------------------------------------------------------------
@@ -133,17 +136,44 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
     }
 
 
+def _check_size(engine: Engine, texts: list[str | list[int]], what: str = "a prompt") -> None:
+    """The prompt limits, before anything is tokenized: how many, and the bytes of each."""
+    limits = engine.limits
+    if len(texts) > limits.max_prompts:
+        raise APIError(400, f"a request takes at most {limits.max_prompts} prompts, got {len(texts)}", "prompt")
+    for x in texts:
+        size = len(x.encode("utf-8")) if isinstance(x, str) else 4 * len(x)
+        if size > limits.max_prompt_bytes:
+            raise APIError(
+                413, f"{what} is at most {limits.max_prompt_bytes:,} bytes on this server, got {size:,}", "prompt"
+            )
+
+
+def _check_rows(engine: Engine, prompts: int, n: int) -> None:
+    if prompts * n > engine.limits.max_rows:
+        raise APIError(
+            400,
+            f"{prompts} prompt(s) x n={n} asks for {prompts * n} sequences at once; this server makes at most "
+            f"{engine.limits.max_rows}",
+            "n",
+        )
+
+
 def _prompts(engine: Engine, body: dict) -> list[list[int]]:
     """`prompt` as token-id lists: a string, a list of strings, a list of ids or a list of id lists."""
     prompt = body.get("prompt")
     if isinstance(prompt, str):
+        _check_size(engine, [prompt])
         return [engine.encode(prompt)]
     if isinstance(prompt, list) and prompt:
         if all(isinstance(x, int) and not isinstance(x, bool) for x in prompt):
+            _check_size(engine, [prompt])
             return [_valid_ids(engine, prompt)]
         if all(isinstance(x, str) for x in prompt):
+            _check_size(engine, prompt)
             return [engine.encode(x) for x in prompt]
         if all(isinstance(x, list) and x and all(isinstance(t, int) for t in x) for x in prompt):
+            _check_size(engine, prompt)
             return [_valid_ids(engine, x) for x in prompt]
     raise APIError(
         400, "'prompt' must be a string, a list of strings, or token ids (a list or a list of lists)", "prompt"
@@ -159,10 +189,19 @@ def _valid_ids(engine: Engine, ids: list[int]) -> list[int]:
     return ids
 
 
+def _is_batch(prompt) -> bool:
+    return isinstance(prompt, list) and bool(prompt) and not isinstance(prompt[0], int)
+
+
+def _n(body: dict) -> int:
+    return _int_in(body, "n", 1, 1, MAX_N)
+
+
 def completions(engine: Engine, body: dict, emit: Callable[[dict], None] | None) -> dict | None:
     """POST /v1/completions. With `emit` (streaming), sends chunks and returns None."""
     _check_model(engine, body)
     _unsupported(body, ("presence_penalty", "frequency_penalty"), ("suffix", "logit_bias"))
+    _check_rows(engine, len(body["prompt"]) if _is_batch(body.get("prompt")) else 1, _n(body))
     prompts = _prompts(engine, body)
     if not all(prompts):
         raise APIError(400, "'prompt' is empty (this model's tokenizer adds no BOS token to start from)", "prompt")
@@ -186,7 +225,7 @@ def completions(engine: Engine, body: dict, emit: Callable[[dict], None] | None)
     def chunk(index: int, text: str, finish: str | None, lp: dict | None = None) -> dict:
         return reply.body([{"index": index, "text": text, "logprobs": lp, "finish_reason": finish}])
 
-    with engine.lock:
+    with engine.turn() as cancel:
         scored = engine.score(prompts, top) if echo and logprobs is not None else None
         if stream and echo:
             for i, p in enumerate(flat):
@@ -195,7 +234,7 @@ def completions(engine: Engine, body: dict, emit: Callable[[dict], None] | None)
             choices = engine.next_token(flat, [scored[i // n] for i in range(len(flat))], params, stop, seed, top)
         elif max_tokens:
             on_text = (lambda row, delta: emit(chunk(row, delta, None))) if stream else None
-            choices = engine.generate(flat, max_tokens, params, stop, seed, top, on_text)
+            choices = engine.generate(flat, max_tokens, params, stop, seed, top, on_text, cancel)
         else:
             choices = [GenerationResult(p, [], "", [], "length") for p in flat]
     usage = _usage(sum(len(p) for p in prompts), sum(_generated(c) for c in choices))
@@ -291,6 +330,8 @@ def chat_completions(engine: Engine, body: dict, emit: Callable[[dict], None] | 
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "'messages' must be a non-empty list", "messages")
     messages = [_message_text(m, i) for i, m in enumerate(messages)]
+    _check_size(engine, ["".join(m["content"] for m in messages)], "a conversation")
+    _check_rows(engine, 1, _n(body))
     prompt, template_stop = chat_prompt(engine, messages)
     default_max = max(1, engine.context - len(prompt))
     key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
@@ -319,8 +360,10 @@ def chat_completions(engine: Engine, body: dict, emit: Callable[[dict], None] | 
             emit(chunk(row, {"role": "assistant", "content": ""}, None))
         emit(chunk(row, {"content": delta}, None))
 
-    with engine.lock:
-        choices = engine.generate([prompt] * n, max_tokens, params, stop, seed, top, on_text if stream else None)
+    with engine.turn() as cancel:
+        choices = engine.generate(
+            [prompt] * n, max_tokens, params, stop, seed, top, on_text if stream else None, cancel
+        )
     usage = _usage(len(prompt), sum(_generated(c) for c in choices))
     if stream:
         for i, c in enumerate(choices):

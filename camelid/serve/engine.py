@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
 
-from camelid.generate.engine import check_fits
-from camelid.generate.sampling import SamplingParams, sample
+from camelid.generate.engine import GenerationCancelledError, check_fits
+from camelid.generate.sampling import SamplingParams, fresh_seed, sample
 from camelid.generate.text import GenerationResult, TextStream, generate_from_ids
+from camelid.serve.limits import Limits
 
 
 @dataclass
@@ -28,12 +29,29 @@ class Scored:
 class Engine:
     """The served model: tokenization, scoring and batched generation, one request at a time."""
 
-    def __init__(self, model, tokenizer, name: str, chat_template: str | None = None) -> None:
+    def __init__(
+        self, model, tokenizer, name: str, chat_template: str | None = None, limits: Limits | None = None
+    ) -> None:
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.chat_template = chat_template
+        self.limits = limits or Limits()
         self.lock = threading.Lock()
         self.created = int(time.time())
         self.context = model.args.max_seq_len
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[Callable[[], str | None]]:
+        """The model for one request, within the request's deadline: waits for it at most that long, then
+        yields the `cancel` check generation asks before each step (a reason once the deadline has passed)."""
+        timeout = self.limits.request_timeout
+        deadline = time.monotonic() + timeout
+        reason = f"the request ran past its deadline of {timeout:g} s (camelid serve --request-timeout)"
+        if not self.lock.acquire(timeout=timeout):
+            raise GenerationCancelledError(reason)
+        try:
+            yield lambda: reason if time.monotonic() > deadline else None
+        finally:
+            self.lock.release()
 
     def token_texts(self, ids: list[int], prefix: list[int] = ()) -> list[str]:
         """The text each token adds when decoded after `prefix` and the tokens before it (so a SentencePiece
@@ -85,7 +103,7 @@ class Engine:
     ) -> list[GenerationResult]:
         """One new token per prompt from logits already computed by `score` (no second forward pass)."""
         logits = torch.stack([s.next_logits for s in scored])
-        nxt = sample(logits, params, seed if seed is not None else int.from_bytes(os.urandom(4), "little")).tolist()
+        nxt = sample(logits, params, seed if seed is not None else fresh_seed()).tolist()
         lps = torch.log_softmax(logits, dim=-1)
         choices = []
         for b, tok in enumerate(nxt):
@@ -118,10 +136,21 @@ class Engine:
         seed: int | None,
         top: int,
         on_text: Callable[[int, str], None] | None = None,
+        cancel: Callable[[], str | None] | None = None,
     ) -> list[GenerationResult]:
-        """Continue each prompt (one batch); `on_text(row, delta)` streams the text as it is made."""
+        """Continue each prompt (one batch); `on_text(row, delta)` streams the text as it is made; `cancel` as
+        `turn` yields it."""
         results, _ = generate_from_ids(
-            self.model, self.tokenizer, prompts, max_tokens, params, stop, seed, on_text, top_logprobs=top
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_tokens,
+            params,
+            stop,
+            seed,
+            on_text,
+            top_logprobs=top,
+            cancel=cancel,
         )
         for i, r in enumerate(results):
             if r.stream.stopped:  # keep the tokens that made the returned text, not those of the stop string

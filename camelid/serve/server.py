@@ -10,6 +10,7 @@ import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from camelid.errors import CamelidError
+from camelid.generate.engine import GenerationCancelledError
 from camelid.serve.api import (
     APIError,
     chat_completions,
@@ -21,9 +22,9 @@ from camelid.serve.api import (
     tokenizer_info,
 )
 from camelid.serve.engine import Engine
+from camelid.serve.limits import Limits
 
 log = logging.getLogger(__name__)
-MAX_BODY = 16 * 2**20  # bytes of one request body
 READ_TIMEOUT = 30.0  # seconds a connection may leave the server waiting for bytes it announced (or a next request)
 
 
@@ -102,9 +103,10 @@ class Handler(BaseHTTPRequestHandler):
             length = -1
         if length < 0:
             raise self._refuse_framing(APIError(400, f"Content-Length must be a non-negative integer, got {header!r}"))
-        if length > MAX_BODY:
+        limit = (self.engine.limits if self.engine is not None else Limits()).max_body_bytes
+        if length > limit:
             raise self._refuse_framing(
-                APIError(413, f"the request body is {length:,} bytes; this server takes at most {MAX_BODY:,}")
+                APIError(413, f"the request body is {length:,} bytes; this server takes at most {limit:,}")
             )
         try:
             raw = self.rfile.read(length) if length else b""
@@ -182,6 +184,13 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(e.status, e.body())
         except CamelidError as e:
             self._json(400, APIError(400, str(e)).body())
+        except GenerationCancelledError as e:
+            error = APIError(503, e.reason, kind="timeout_error")
+            if streaming and getattr(self, "_stream_started", False):
+                self._send_event(error.body())
+                self._end_stream()
+            else:
+                self._json(503, error.body())
         except ClientGoneError:
             self.close_connection = True
         except Exception as e:  # a bug, not the client's fault: say so, keep serving
@@ -201,8 +210,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def _stream(self, route, body: dict) -> None:
         """Server-sent events over chunked transfer encoding; headers go out only with the first event, so a
-        request refused before any output still gets a plain JSON error and its status."""
+        request refused before any output still gets a plain JSON error and its status.
+
+        The connection's send buffer is bounded and each write may wait only `stream_write_timeout`: a client
+        that stops reading is cancelled (its request ends, the model is free for the others) instead of holding
+        the model while its socket is full."""
         self._stream_started = False
+        limits = self.engine.limits
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.stream_buffer_bytes)
+        self.connection.settimeout(limits.stream_write_timeout)
 
         def emit(obj: dict) -> None:
             if not self._stream_started:
@@ -214,11 +230,14 @@ class Handler(BaseHTTPRequestHandler):
                 self._stream_started = True
             self._send_event(obj)
 
-        route(self.engine, body, emit)
-        if not self._stream_started:
-            emit({})
-        self._write_chunk(b"data: [DONE]\n\n")
-        self._end_stream()
+        try:
+            route(self.engine, body, emit)
+            if not self._stream_started:
+                emit({})
+            self._write_chunk(b"data: [DONE]\n\n")
+            self._end_stream()
+        finally:
+            self.connection.settimeout(self.timeout)
 
     def _send_event(self, obj: dict) -> None:
         self._write_chunk(b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n")
@@ -227,20 +246,22 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):  # gone, or not reading
             raise ClientGoneError() from None
 
     def _end_stream(self) -> None:
         try:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
 
 
-def make_server(engine: Engine | None, host: str, port: int) -> ThreadingHTTPServer:
-    """The HTTP server (listening, not yet serving); its handler's `engine` may be set later."""
+def make_server(engine: Engine | None, host: str, port: int, backlog: int = Limits.backlog) -> ThreadingHTTPServer:
+    """The HTTP server (listening, not yet serving); its handler's `engine` may be set later. `backlog`: the
+    connections the socket queues (the standard library's default of 5 reset clients under a 16-client load)."""
     handler = type("CamelidHandler", (Handler,), {"engine": engine})
-    server = ThreadingHTTPServer((host, port), handler)
+    server_class = type("CamelidHTTPServer", (ThreadingHTTPServer,), {"request_queue_size": backlog})
+    server = server_class((host, port), handler)
     server.daemon_threads = True
     return server

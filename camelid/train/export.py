@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from camelid.errors import CheckpointError
 from camelid.formats.release import Release
+from camelid.lazy import torch
 from camelid.model.args import ModelArgs
 
 

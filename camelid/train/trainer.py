@@ -18,7 +18,6 @@ from torch.nn.attention import sdpa_kernel
 from camelid.config import JobConfig
 from camelid.data.loader import TokenLoader, validation_windows
 from camelid.errors import CamelidError, ConfigError
-from camelid.model.args import ModelArgs, preset
 from camelid.model.transformer import Transformer
 from camelid.train import checkpoint
 from camelid.train.metrics import (
@@ -46,14 +45,6 @@ def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> 
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def model_args(cfg: JobConfig) -> ModelArgs:
-    args = preset(cfg.model.preset)
-    try:
-        return args.replace(**cfg.model.overrides) if cfg.model.overrides else args
-    except TypeError as e:
-        raise ConfigError(f"bad [model] override: {e}") from None
 
 
 @dataclass
@@ -147,18 +138,12 @@ class Trainer:
             raise ConfigError(f"training.device must be auto, cpu or cuda, got {t.device!r}")
         if want == "cuda" and not torch.cuda.is_available():
             raise ConfigError("training.device is 'cuda' but no CUDA device is available")
+        cfg.validate()  # a config built in code: checked before the process group starts
         self.rank, self.world = init_distributed(want)
         self.device = torch.device("cuda", torch.cuda.current_device()) if want == "cuda" else torch.device("cpu")
         self.dims = resolve_dims(cfg.parallel, self.world)
-        self.args = model_args(cfg)
-        if cfg.data.seq_len > self.args.max_seq_len:
-            raise ConfigError(
-                f"data.seq_len ({cfg.data.seq_len}) exceeds the model's max_seq_len ({self.args.max_seq_len})"
-            )
+        self.args = cfg.model_args()
         self.plan = plan_batches(cfg, self.dims.dp)
-        for i, src in enumerate(cfg.data.train):
-            if set(src) - {"path", "weight"} or "path" not in src:
-                raise ConfigError(f"data.train[{i}] must be {{path = ..., weight = ...}}, got {src!r}")
         self.loader = TokenLoader([(s["path"], s.get("weight", 1.0)) for s in cfg.data.train], cfg.data.seq_len, t.seed)
         self.tokenizer_file = Path(cfg.data.tokenizer) if cfg.data.tokenizer else None
         if self.tokenizer_file is not None and not self.tokenizer_file.is_file():

@@ -15,43 +15,25 @@ the DeviceMesh.
 
 from __future__ import annotations
 
-import torch
-from torch.distributed.device_mesh import DeviceMesh
+from camelid.lazy import lazy_exports
 
-from camelid.model.transformer import Transformer
-from camelid.transforms.checkpointing import apply_activation_checkpointing
-from camelid.transforms.compile import apply_compile
-from camelid.transforms.fsdp import apply_data_parallel
-from camelid.transforms.mesh import ParallelDims, build_mesh, dp_rank, init_distributed, resolve_dims
-from camelid.transforms.tensor_parallel import apply_tensor_parallel
-
-
-def parallelize(
-    model: Transformer,
-    mesh: DeviceMesh | None,
-    dims: ParallelDims,
-    activation_checkpointing: str,
-    compile: bool,
-    fsdp_param_dtype: torch.dtype | None,
-) -> None:
-    if mesh is not None and dims.tp > 1:
-        apply_tensor_parallel(model, mesh["tp"])
-    apply_activation_checkpointing(model, activation_checkpointing)
-    if compile:
-        apply_compile(model, head=dims.dp_shard == 1)
-    if mesh is not None and dims.dp > 1:
-        apply_data_parallel(model, mesh, dims, fsdp_param_dtype)
+# Names load their module on first use (PEP 562), so that reading a quantized file's header (camelid.formats ->
+# quant_weight) does not import the distributed and compile machinery.
+_HOME = {
+    "ParallelDims": "mesh",
+    "apply_activation_checkpointing": "checkpointing",
+    "apply_compile": "compile",
+    "apply_data_parallel": "fsdp",
+    "apply_tensor_parallel": "tensor_parallel",
+    "build_mesh": "mesh",
+    "dp_rank": "mesh",
+    "init_distributed": "mesh",
+    "parallelize": "parallelism",
+    "resolve_dims": "mesh",
+}
 
 
-__all__ = [
-    "ParallelDims",
-    "apply_activation_checkpointing",
-    "apply_compile",
-    "apply_data_parallel",
-    "apply_tensor_parallel",
-    "build_mesh",
-    "dp_rank",
-    "init_distributed",
-    "parallelize",
-    "resolve_dims",
-]
+__getattr__ = lazy_exports(__name__, _HOME)
+
+
+__all__ = sorted(_HOME)

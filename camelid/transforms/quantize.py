@@ -343,9 +343,11 @@ def install(
     from camelid.memory import trim
 
     # smallest first: a module holds less than its portable copy, so the largest conversion comes when least is held
+    freed = 0
     for name in sorted(quantized, key=lambda n: quantized[n].nbytes()):
-        trim()  # the portable copies freed so far go back to the system, not into the heap's free lists
+        trim(freed)  # the portable copies freed so far go back to the system, not into the heap's free lists
         qw = quantized.pop(name)
+        freed = qw.nbytes()
         module_name = name.removesuffix(".weight")
         if module_name == "tok_embeddings" and tied:
             head = QuantizedLinear(qw, device, consume)

@@ -6,7 +6,7 @@ import pytest
 
 from camelid.config import load_config
 from camelid.model import preset
-from camelid.train.trainer import model_args, plan_batches
+from camelid.train.trainer import plan_batches
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs" / "train").glob("*.toml"))
 
@@ -19,7 +19,7 @@ def test_every_size_has_a_config():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_is_valid(path):
     cfg = load_config(path)
-    args = model_args(cfg)
+    args = cfg.model_args()
     assert args == preset(cfg.model.preset)
     assert cfg.data.seq_len <= args.max_seq_len
     plan = plan_batches(cfg, dp=8 if cfg.model.preset.startswith("llama") else 1)
