@@ -159,7 +159,7 @@ class JobConfig:
         for i, src in enumerate(self.data.train):
             if set(src) - {"path", "weight"} or not isinstance(src.get("path"), str):
                 raise ConfigError(f"data.train[{i}] must be {{path = ..., weight = ...}}, got {src!r}")
-            _check(f"data.train[{i}].weight", src.get("weight", 1.0), float)
+            check_value(f"data.train[{i}].weight", src.get("weight", 1.0), float)
 
 
 # Paths a config file gives are relative to the file (as a data recipe's are); command-line overrides are
@@ -183,7 +183,9 @@ def _resolve_paths(cfg: JobConfig, base: Path, given: set[str]) -> None:
                 src["path"] = rebase(src["path"])
 
 
-def _check(key: str, value: Any, tp: Any) -> Any:
+def check_value(key: str, value: Any, tp: Any) -> Any:
+    """`value` checked against type `tp` (bool, int, float, str, Literal, list, list[X], dict), named `key` in the
+    error: the one checker of job configs and data recipes."""
     origin = typing.get_origin(tp)
     if tp is bool:
         if not isinstance(value, bool):
@@ -206,12 +208,14 @@ def _check(key: str, value: Any, tp: Any) -> Any:
             choices = ", ".join(repr(c) for c in typing.get_args(tp))
             raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
         return value
-    if origin is list:
+    if origin is list or tp is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, got {value!r}")
+        if tp is list:
+            return value
         (item,) = typing.get_args(tp)
-        return [_check(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
-    if origin is dict:
+        return [check_value(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a table, got {value!r}")
         return value
@@ -236,7 +240,7 @@ def _set(cfg: JobConfig, key: str, value: Any) -> None:
     if name not in hints or name == "overrides":
         valid = ", ".join(f"{section_name}.{n}" for n in hints if n != "overrides")
         raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
-    setattr(section, name, _check(key, value, hints[name]))
+    setattr(section, name, check_value(key, value, hints[name]))
 
 
 def _parse_cli_value(raw: str) -> Any:

@@ -109,3 +109,22 @@ def test_a_bad_job_fails_before_the_process_group_starts(monkeypatch):
     monkeypatch.setattr(T, "init_distributed", lambda *a: pytest.fail("the process group started"))
     with pytest.raises(ConfigError, match="data.seq_len"):
         T.Trainer(load_config(None, ["--model.preset", "debug", "--data.seq_len", "100000", "--training.device=cpu"]))
+
+
+def test_a_data_recipe_goes_through_the_same_checker(tmp_path):
+    from camelid.data.pipeline.recipe import load_recipe
+
+    (tmp_path / "raw").mkdir()
+    recipe = tmp_path / "r.toml"
+    base = '[output]\ndir = "out"\ntokenizer = "t.model"\n{extra}\n'
+    base += '[[sources]]\nname = "a"\nreader = "jsonl"\npath = "raw"\n'
+    recipe.write_text(base.format(extra=""))
+    assert load_recipe(recipe).tasks == 1
+    for extra, needle in [
+        ('shard_tokens = "big"', "output.shard_tokens must be an integer, got 'big'"),
+        ("tasks = true", "output.tasks must be an integer, got True"),
+        ("val_fraction = 'x'", "output.val_fraction must be a number, got 'x'"),
+    ]:
+        recipe.write_text(base.format(extra=extra))
+        with pytest.raises(ConfigError, match=needle):
+            load_recipe(recipe)

@@ -108,12 +108,9 @@ def _get(table: dict, key: str, kind, where: str, default=...):
         if default is ...:
             raise ConfigError(f"{where}: missing key {key!r}")
         return default
-    value = table[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ConfigError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
-    return value
+    from camelid.config import check_value
+
+    return check_value(f"{where}.{key}", table[key], kind)
 
 
 def load_recipe(path: str | Path) -> Recipe:
