@@ -149,3 +149,7 @@ def test_help_and_info_do_not_import_torch(args):
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip().splitlines()[-1] == "False"
+
+
+def test_serve_limits_must_be_positive():
+    assert_user_error(camelid("serve", "--max-rows", "0", check=False), "--max-rows must be > 0, got 0")

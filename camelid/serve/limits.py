@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from camelid.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -28,3 +30,9 @@ class Limits:
     """The send buffer of a streaming connection: output a slow reader may fall behind by."""
     backlog: int = 128
     """Connections the listening socket queues before accepting them."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not value > 0:
+                raise InputError(f"--{f.name.replace('_', '-')} must be > 0, got {value}")
