@@ -73,7 +73,22 @@ def _fields(buf: bytes):
 
 
 def _signed(v: int) -> int:
+    v = _int(v)
     return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _int(v) -> int:
+    """A varint field's value; another wire type where the schema has a varint is a malformed file."""
+    if not isinstance(v, int):
+        raise ValueError("a varint field holds length-delimited data")
+    return v
+
+
+def _bytes(v) -> bytes:
+    """A length-delimited field's bytes (a submessage, a string, a fixed32 float)."""
+    if isinstance(v, int):
+        raise ValueError("a length-delimited field holds a varint")
+    return v
 
 
 def parse_model(data: bytes) -> SentencePieceModel:
@@ -81,40 +96,40 @@ def parse_model(data: bytes) -> SentencePieceModel:
     for number, value in _fields(data):
         if number == 1:
             piece, score, kind = "", 0.0, NORMAL
-            for n, v in _fields(value):
+            for n, v in _fields(_bytes(value)):
                 if n == 1:
-                    piece = v.decode("utf-8")
+                    piece = _bytes(v).decode("utf-8")
                 elif n == 2:
-                    score = struct.unpack("<f", v)[0]
+                    score = struct.unpack("<f", _bytes(v))[0]
                 elif n == 3:
-                    kind = v
+                    kind = _int(v)
             m.pieces.append(piece)
             m.scores.append(score)
             m.types.append(kind)
         elif number == 2:
-            for n, v in _fields(value):
+            for n, v in _fields(_bytes(value)):
                 if n == 3:
-                    m.model_type = v
+                    m.model_type = _int(v)
                 elif n == 24:
-                    m.treat_whitespace_as_suffix = bool(v)
+                    m.treat_whitespace_as_suffix = bool(_int(v))
                 elif n == 35:
-                    m.byte_fallback = bool(v)
+                    m.byte_fallback = bool(_int(v))
                 elif n in (40, 41, 42, 43):
                     setattr(m, {40: "unk_id", 41: "bos_id", 42: "eos_id", 43: "pad_id"}[n], _signed(v))
                 elif n == 44:
-                    m.unk_surface = v.decode("utf-8")
+                    m.unk_surface = _bytes(v).decode("utf-8")
         elif number == 3:
-            for n, v in _fields(value):
+            for n, v in _fields(_bytes(value)):
                 if n == 1:
-                    m.normalizer_name = v.decode("utf-8")
+                    m.normalizer_name = _bytes(v).decode("utf-8")
                 elif n == 2:
-                    m.precompiled_charsmap = bytes(v)
+                    m.precompiled_charsmap = bytes(_bytes(v))
                 elif n == 3:
-                    m.add_dummy_prefix = bool(v)
+                    m.add_dummy_prefix = bool(_int(v))
                 elif n == 4:
-                    m.remove_extra_whitespaces = bool(v)
+                    m.remove_extra_whitespaces = bool(_int(v))
                 elif n == 5:
-                    m.escape_whitespaces = bool(v)
+                    m.escape_whitespaces = bool(_int(v))
     return m
 
 

@@ -389,3 +389,21 @@ def test_pickles_that_would_run_code(where, folders, tmp_path, debug_checkpoint)
     outcome = "code" if marker.exists() else "clean"
     record("pickles", outcome)
     assert outcome == "clean"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x08\x48",  # field 1 (a piece, a submessage) as a varint: what random bytes once gave CI
+        b"\x12\x03\x1a\x01A",  # the trainer spec's model_type (a varint) as a string
+        b"\x0a\x02\x08\x05",  # a piece whose text (a string) is a varint
+        b"\x12\x03\x92\x02\x00",  # bos_id given as length-delimited data
+    ],
+)
+def test_a_field_of_the_wrong_wire_type_is_one_clean_error(data, tmp_path):
+    from camelid.errors import TokenizerError
+    from camelid.tokenizer.spm_proto import load_model
+
+    (tmp_path / "tokenizer.model").write_bytes(data)
+    with pytest.raises(TokenizerError, match="is not a SentencePiece model file"):
+        load_model(tmp_path / "tokenizer.model")
