@@ -7,6 +7,7 @@ import gzip
 import io
 import random
 import tarfile
+import uuid
 from pathlib import Path
 
 ADJ = ["quiet", "bright", "old", "narrow", "busy", "green", "small", "famous", "cold", "distant", "wooden", "gentle"]
@@ -60,14 +61,19 @@ def warc(path: Path) -> dict:
     pages = [(f"http://example.com/{i}", page(english_page(i))) for i in range(3)]
     pages.append(("http://example.fr/a", page("\n".join(" ".join(FRENCH[i:] + FRENCH[:i]) for i in range(6)))))
     pages.append(("http://mirror.example.com/0", pages[0][1]))
+
+    def record_id(url: str) -> dict:  # warcio's default is a random uuid4, and the held-out split hashes it
+        return {"WARC-Record-ID": f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, url)}>"}
+
     with open(path, "wb") as f:
         w = WARCWriter(f, gzip=True)
         for url, body in pages:
             headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.0")
-            w.write_record(w.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers))
+            w.write_record(w.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers,
+                                                warc_headers_dict=record_id(url)))  # fmt: skip
         headers = StatusAndHeaders("200 OK", [("Content-Type", "image/png")], protocol="HTTP/1.0")
         w.write_record(w.create_warc_record("http://example.com/x.png", "response", payload=io.BytesIO(b"\x89PNG"),
-                                            http_headers=headers))  # fmt: skip
+                                            http_headers=headers, warc_headers_dict=record_id("x.png")))  # fmt: skip
     return {"pages": 5, "english": 3, "french": 1, "duplicate": 1}
 
 
