@@ -151,24 +151,36 @@ def _scales_and_zeros(
     return out
 
 
-_LAYOUT_OK: dict[str, bool] = {}
+_CPU_BLOCK: dict[str, int] = {}
 
 
-def _unpack_int4_cpu(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    """The int4 CPU kernel's layout back to values 0..15, uint8 [N, K]: blocks of 64 output rows, each byte holding
-    rows r (low nibble) and r + 32 (high) of one column pair; checked against the kernel's own packing."""
-    v = packed.view(n // 64, k // 2, 2, 32)
+def _cpu_block() -> int:
+    """Output rows per block of the int4 CPU kernel's layout, found by packing known values: 64 where PyTorch
+    runs its AVX-512 kernels, 32 with AVX2; 0 when the layout is neither (then camelid keeps a portable copy)."""
+    if "cpu" not in _CPU_BLOCK:
+        u = torch.randint(0, 16, (128, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        _CPU_BLOCK["cpu"] = 0
+        try:
+            packed = _pack_int4(pack_nibbles(u))
+            for block in (64, 32):
+                if torch.equal(_unpack_int4_cpu(packed, 128, 64, block), u):
+                    _CPU_BLOCK["cpu"] = block
+                    break
+        except RuntimeError:
+            pass
+    return _CPU_BLOCK["cpu"]
+
+
+def _unpack_int4_cpu(packed: torch.Tensor, n: int, k: int, block: int | None = None) -> torch.Tensor:
+    """The int4 CPU kernel's layout back to values 0..15, uint8 [N, K]: blocks of `block` output rows (64 with
+    AVX-512, 32 with AVX2), each byte holding rows r (low nibble) and r + block/2 (high) of one column pair."""
+    block = block or _cpu_block()
+    v = packed.view(n // block, k // 2, 2, block // 2)
     return torch.stack([v & 15, v >> 4], dim=3).permute(0, 3, 4, 1, 2).reshape(n, k)
 
 
 def _cpu_layout_known() -> bool:
-    if "cpu" not in _LAYOUT_OK:
-        u = torch.randint(0, 16, (128, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-        try:
-            _LAYOUT_OK["cpu"] = torch.equal(_unpack_int4_cpu(_pack_int4(pack_nibbles(u)), 128, 64), u)
-        except RuntimeError:
-            _LAYOUT_OK["cpu"] = False
-    return _LAYOUT_OK["cpu"]
+    return _cpu_block() > 0
 
 
 class QuantizedLinear(nn.Module):
@@ -201,6 +213,9 @@ class QuantizedLinear(nn.Module):
         if not _kernel_available("int4", device):
             self.kernel, self.plain = None, qw.to(device)
             return
+        readable = device.type == "cpu" and self.out_features % 64 == 0 and _cpu_layout_known()
+        # where camelid cannot read the kernel's layout back, `plain` keeps qw: its bytes must survive the packing
+        consume = consume and readable
         if qw.bits == 8:  # q + 128 = 16 hi + lo: one int4 matmul of [x, x] with [hi | lo] (2K columns, scales 16s, s)
             self.register_buffer("packed", _pack_int8_as_int4(q, inplace=consume and q is qw.q))
             groups = self.in_features // qw.group_size  # hi: (v - 8) 16 s; lo: (v - 8) s + 8 s; summed: s q
@@ -213,7 +228,6 @@ class QuantizedLinear(nn.Module):
             self.register_buffer("packed", _pack_int4(q, inplace=consume and q is qw.q))
             self.register_buffer("sz", _scales_and_zeros(qw.to(device), dtype=compute))
             self.kernel = "int4"
-        readable = device.type == "cpu" and self.out_features % 64 == 0 and _cpu_layout_known()
         if not readable:  # kept for dequantizing large inputs
             self.plain = qw.to(device)
 
@@ -260,11 +274,14 @@ class QuantizedLinear(nn.Module):
             return self.q[ids].float() * self.scale[ids].float()[:, None]
         k, g = self.in_features, self.group_size
 
+        block = _cpu_block()
+        half = block // 2
+
         def values(packed: torch.Tensor, k: int) -> torch.Tensor:
-            v = packed.view(self.out_features // 64, k // 2, 2, 32)
-            r = ids % 64
-            sel = v[ids // 64, :, :, r % 32]  # (B, K/2, 2): the row's column pairs
-            return ((sel >> (4 * (r // 32)).to(torch.uint8)[:, None, None]) & 15).reshape(-1, k)
+            v = packed.view(self.out_features // block, k // 2, 2, half)
+            r = ids % block
+            sel = v[ids // block, :, :, r % half]  # (B, K/2, 2): the row's column pairs
+            return ((sel >> (4 * (r // half)).to(torch.uint8)[:, None, None]) & 15).reshape(-1, k)
 
         if self.kernel == "int8g":
             v = values(self.packed, 2 * k).to(torch.int16)

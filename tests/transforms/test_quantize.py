@@ -61,6 +61,25 @@ def test_the_cpu_int4_layout_is_read_back_exactly():
     assert torch.equal(Q._pack_int4(same, inplace=True), packed)  # converted in place, same result
 
 
+@pytest.mark.parametrize("block", [64, 32, 0])  # AVX-512's layout, AVX2's, one camelid cannot read
+@pytest.mark.parametrize("bits,group", [(8, 32), (4, 32)])
+def test_a_consumed_weight_reads_back_whatever_the_cpu_layout(monkeypatch, bits, group, block):
+    """Packing in place (a loaded model's weights become the kernel's bytes) must not destroy the copy kept
+    where the layout cannot be read back: on an AVX2 machine the embedded model once answered "omuuu Iu"."""
+    if block and block != Q._cpu_block():
+        pytest.skip(f"this CPU's int4 layout has blocks of {Q._cpu_block()} rows")
+    monkeypatch.setitem(Q._CPU_BLOCK, "cpu", block)
+    qw = W.quantize_weight(weight(n=512), bits, group)  # more rows than are packed at a time: packed in place
+    ref = qw.dequantize().clone()
+    lin = Q.QuantizedLinear(qw, consume=True)
+    ids = torch.tensor([0, 5, 31, 32, 63, 64, 127, 300, 511])
+    tol = 0.01 * float(ref.abs().max())
+    assert (lin.dequantize(torch.float32) - ref).abs().max() <= tol
+    assert (lin.rows(ids) - ref[ids]).abs().max() <= tol
+    x = torch.randn(3, 256, generator=torch.Generator().manual_seed(1))
+    assert (lin(x) - x @ ref.t()).abs().max() <= 0.02 * (x @ ref.t()).abs().max()
+
+
 def test_bad_layouts_are_one_clear_error():
     with pytest.raises(ConfigError, match="int4 group size 48 is not supported; choose one of 32, 64, 128, 256"):
         W.quantize_weight(weight(), 4, 48)
