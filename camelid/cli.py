@@ -220,6 +220,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
         stream_write_timeout=a.stream_write_timeout,
         stream_buffer_bytes=a.stream_buffer_bytes,
         backlog=a.backlog,
+        slots=a.slots,
+        max_queue=a.max_queue,
+        max_context=a.max_context,
     )
     try:  # the port first, so that a busy one fails before the model loads
         server = make_server(None, a.host, a.port, limits.backlog)
@@ -229,13 +232,17 @@ def cmd_serve(a: argparse.Namespace) -> int:
     engine = Engine(loaded.model, loaded.tokenizer, a.name or a.model, loaded.chat_template, limits)
     server.RequestHandlerClass.engine = engine
     host, port = server.server_address[:2]
-    print(f"serving '{engine.name}' ({loaded.format}, context {engine.context}) on http://{host}:{port}/v1", flush=True)
+    full = loaded.model.args.max_seq_len
+    context = f"context {engine.context}" + (f" of {full} (--max-context)" if engine.context < full else "")
+    slots = f"{limits.slots} slots, queue {limits.max_queue}"
+    print(f"serving '{engine.name}' ({loaded.format}, {context}, {slots}) on http://{host}:{port}/v1", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        engine.close()
     return 0
 
 
@@ -488,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="an OpenAI-compatible HTTP server (completions, chat, streaming, logprobs)",
         description="Serve one model over HTTP with OpenAI's API: GET /v1/models, POST /v1/completions, "
         "POST /v1/chat/completions (stream, n, stop, seed, logprobs, echo), plus vLLM's /tokenize, /detokenize "
-        "and /tokenizer_info (used by lm-eval-harness's local-completions model). One request at a time.",
+        "and /tokenizer_info (used by lm-eval-harness's local-completions model). Requests are batched "
+        "continuously: they join the running batch between decode steps and leave it when done.",
     )
     _model_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -520,6 +528,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="send buffer of a streaming connection: how far a slow reader may fall behind",
     )
     g.add_argument("--backlog", type=int, default=Limits.backlog, help="connections queued before they are accepted")
+    g = p.add_argument_group("continuous batching")
+    g.add_argument("--slots", type=int, default=Limits.slots, help="sequences decoded together (KV-cache rows)")
+    g.add_argument(
+        "--max-queue", type=int, default=Limits.max_queue, help="sequences waiting for a slot; past it a 429"
+    )
+    g.add_argument(
+        "--max-context",
+        type=int,
+        default=Limits.max_context,
+        help="positions per KV-cache row (capped at the model's context)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from camelid.generate.engine import GenerationStats, generate_ids
+from camelid.generate.engine import GenerationStats, RowOutput, generate_ids
 from camelid.generate.sampling import SamplingParams
 from camelid.model.transformer import Transformer
 from camelid.tokenizer import Tokenizer
@@ -56,6 +56,17 @@ class TextStream:
         delta = self.text[self.emitted : max(safe, self.emitted)]
         self.emitted = max(safe, self.emitted)
         return delta
+
+
+def finish_row(
+    prompt_ids: list[int], row: RowOutput, stream: TextStream, index: int, on_text: Callable[[int, str], None] | None
+) -> GenerationResult:
+    """A finished row as text: its stream brought up to date, what the stream held back sent to `on_text`."""
+    stream.update(row.ids)
+    if on_text is not None and not stream.stopped and len(stream.text) > stream.emitted:
+        on_text(index, stream.text[stream.emitted :])  # flush what was held back
+    return GenerationResult(prompt_ids, row.ids, stream.text, row.logprobs, row.finish_reason, row.top_logprobs,
+                            row.stop_token, stream)  # fmt: skip
 
 
 def _keep_last(ids: list[int], n: int, bos: int | None) -> list[int]:
@@ -127,22 +138,5 @@ def generate_from_ids(
         top_logprobs=top_logprobs,
         cancel=cancel,
     )
-    results = []
-    for b, row in enumerate(rows):
-        stream = streams[b]
-        stream.update(row.ids)
-        if on_text is not None and not stream.stopped and len(stream.text) > stream.emitted:
-            on_text(b, stream.text[stream.emitted :])  # flush what was held back
-        results.append(
-            GenerationResult(
-                prompt_ids[b],
-                row.ids,
-                stream.text,
-                row.logprobs,
-                row.finish_reason,
-                row.top_logprobs,
-                row.stop_token,
-                stream,
-            )
-        )
+    results = [finish_row(prompt_ids[b], row, streams[b], b, on_text) for b, row in enumerate(rows)]
     return results, stats

@@ -30,6 +30,13 @@ class Limits:
     """The send buffer of a streaming connection: output a slow reader may fall behind by."""
     backlog: int = 128
     """Connections the listening socket queues before accepting them."""
+    slots: int = 16
+    """Sequences decoded together (continuous batching): rows of the KV cache, allocated at start-up."""
+    max_queue: int = 64
+    """Sequences waiting for a slot; a request that would pass it gets a 429."""
+    max_context: int = 2048
+    """Positions of each KV-cache row (the model's own context when smaller): prompt plus output per sequence.
+    The cache holds slots x max_context positions of every layer's keys and values."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

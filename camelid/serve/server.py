@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from camelid.errors import CamelidError
 from camelid.generate.engine import GenerationCancelledError
+from camelid.generate.scheduler import QueueFullError
 from camelid.serve.api import (
     APIError,
     chat_completions,
@@ -62,9 +63,12 @@ class Handler(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), fmt % args)
 
     def _json(self, status: int, obj: dict) -> None:
-        data = json.dumps(obj, ensure_ascii=False).encode()
+        self._text(status, json.dumps(obj, ensure_ascii=False), "application/json")
+
+    def _text(self, status: int, text: str, content_type: str) -> None:
+        data = text.encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         if self.close_connection:  # said, so the client does not send its next request here
             self.send_header("Connection", "close")
@@ -149,6 +153,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         if path == "/health":
             self._json(200, {"status": "ok"})
+        elif path == "/metrics":
+            self._text(200, self.engine.metrics(), "text/plain; version=0.0.4; charset=utf-8")
         elif path == "/v1/models":
             self._json(200, models(self.engine))
         elif path == f"/v1/models/{self.engine.name}":
@@ -184,13 +190,16 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(e.status, e.body())
         except CamelidError as e:
             self._json(400, APIError(400, str(e)).body())
-        except GenerationCancelledError as e:
-            error = APIError(503, e.reason, kind="timeout_error")
+        except (QueueFullError, GenerationCancelledError) as e:
+            if isinstance(e, QueueFullError):
+                error = APIError(429, str(e), kind="rate_limit_error")
+            else:
+                error = APIError(503, e.reason, kind="timeout_error")
             if streaming and getattr(self, "_stream_started", False):
                 self._send_event(error.body())
                 self._end_stream()
             else:
-                self._json(503, error.body())
+                self._json(error.status, error.body())
         except ClientGoneError:
             self.close_connection = True
         except Exception as e:  # a bug, not the client's fault: say so, keep serving

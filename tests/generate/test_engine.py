@@ -7,16 +7,6 @@ from camelid.generate.sampling import sample_rows, uniform
 from camelid.model import build_model, preset
 
 
-@pytest.fixture(scope="module")
-def model():
-    m = build_model(preset("debug"), seed=5).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() == 2:
-                p.mul_(8)  # spread the logits so greedy paths are varied
-    return m
-
-
 def greedy_by_recomputation(model, prompt, n):
     """The reference: no cache, no padding; the whole sequence goes through the model at every step."""
     ids = list(prompt)

@@ -177,9 +177,9 @@ def test_errors_are_openai_errors(client, server, local):
     status, r = post(server, "/v1/completions", {"prompt": [10**9], "max_tokens": 1})
     assert status == 400 and "outside the vocabulary" in r["error"]["message"]
     status, r = post(server, "/v1/completions", {"prompt": [5] * 9000, "max_tokens": 1})
-    assert status == 400 and "too long for the model's context of 8192 tokens" in r["error"]["message"]
+    assert status == 400 and "this server's context of 2048 tokens (the model's is 8192" in r["error"]["message"]
     status, r = post(server, "/v1/completions", {"prompt": [5] * 9000, "max_tokens": 1, "echo": True, "logprobs": 1})
-    assert status == 400 and "too long for the model's context of 8192 tokens" in r["error"]["message"]
+    assert status == 400 and "this server's context of 2048 tokens (the model's is 8192" in r["error"]["message"]
     status, r = post(server, "/v1/completions", {"prompt": "", "max_tokens": 1})
     assert status == 400 and "'prompt' is empty" in r["error"]["message"]
     status, r = post(server, "/v1/embeddings", {"input": "x"})
