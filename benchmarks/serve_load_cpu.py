@@ -1,7 +1,8 @@
 """`camelid serve` under load on this CPU: continuous batching against the same requests sent one at a time.
 
-Starts `camelid serve` (the embedded SmolLM2, fp32) on a free port, pinned with `taskset` to --cores (the
-clients run on the same cores), and sends 16 clients x 8 streamed greedy completions of at most 64 tokens:
+Starts `camelid serve` (the embedded SmolLM2 Q4_1 GGUF, on the int4 kernels) on a free port, pinned with
+`taskset` to --cores (the clients run on the same cores), and sends 16 clients x 8 streamed greedy
+completions of at most 64 tokens:
 
 - one at a time: each of the 128 requests alone, in turn (the baseline, and each prompt's reference output);
 - 16 concurrent clients, each sending its 8 requests back to back.
@@ -128,7 +129,7 @@ def main() -> int:
     res = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPUs, server and clients pinned to cores {a.cores}",
-        "model": "smollm2-135m (fp32), greedy, max_tokens 64, streamed",
+        "model": "smollm2-135m (the embedded Q4_1 GGUF on the int4 kernels), greedy, max_tokens 64, streamed",
         "one_at_a_time": {"requests": len(alone), "tokens": tok_alone, "wall_s": alone_s,
                           "tokens_per_s": tok_alone / alone_s,
                           "latency_p50_s": pct([r["latency"] for r in alone], 0.5),

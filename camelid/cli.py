@@ -233,7 +233,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     server.RequestHandlerClass.engine = engine
     host, port = server.server_address[:2]
     full = loaded.model.args.max_seq_len
-    context = f"context {engine.context}" + (f" of {full} (--max-context)" if engine.context < full else "")
+    context = f"context {engine.context}" + (f" of the model's {full}" if engine.context < full else "")
     slots = f"{limits.slots} slots, queue {limits.max_queue}"
     print(f"serving '{engine.name}' ({loaded.format}, {context}, {slots}) on http://{host}:{port}/v1", flush=True)
     try:
