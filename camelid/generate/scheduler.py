@@ -82,6 +82,23 @@ class Job:
 
 
 @dataclass
+class _Call:
+    """Work handed to the loop thread by `Scheduler.call`, and what it returned or raised."""
+
+    fn: Callable[[], Any]
+    result: Any = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            self.error = e
+        self.done.set()
+
+
+@dataclass
 class SchedulerStats:
     requests: int = 0
     finished: collections.Counter = field(default_factory=collections.Counter)  # by finish reason
@@ -114,7 +131,7 @@ class Scheduler:
         self.stats = SchedulerStats()
         self._cv = threading.Condition()
         self._waiting: collections.deque[Job] = collections.deque()
-        self._calls: collections.deque[tuple[Callable[[], Any], Job]] = collections.deque()
+        self._calls: collections.deque[_Call] = collections.deque()
         self._rows: list[Job | None] = [None] * slots
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="camelid-scheduler", daemon=True)
@@ -148,16 +165,16 @@ class Scheduler:
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the loop thread between two steps (model work that must not overlap a step, such as
         scoring a prompt) and return its result."""
-        job = Job(Request((), 1))
+        call = _Call(fn)
         with self._cv:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
-            self._calls.append((fn, job))
+            self._calls.append(call)
             self._cv.notify()
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.output
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result
 
     @property
     def running(self) -> int:
@@ -193,12 +210,8 @@ class Scheduler:
                             self._finish(job, error=GenerationCancelledError(job.cancel_reason))
                         else:
                             job.slot, self._rows[i] = i, job
-            for fn, holder in calls:
-                try:
-                    holder.output = fn()
-                except BaseException as e:  # noqa: BLE001 - handed to the caller
-                    holder.error = e
-                holder.done.set()
+            for call in calls:
+                call.run()
             try:
                 self._iteration()
             except Exception as e:  # the model failed: every running request gets the error, the loop goes on
@@ -208,6 +221,9 @@ class Scheduler:
         for job in [*self._rows, *self._waiting]:
             if job is not None:
                 self._finish(job, error=RuntimeError("the scheduler was closed"))
+        for call in self._calls:
+            call.error = RuntimeError("the scheduler was closed")
+            call.done.set()
 
     def _finish(self, job: Job, reason: str | None = None, error: BaseException | None = None) -> None:
         if reason is not None:

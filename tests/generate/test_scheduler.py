@@ -117,6 +117,32 @@ def test_calls_run_between_steps_and_a_failure_reaches_only_its_caller(model, sc
     assert s.submit(Request(p, 5, GREEDY))[0].result(timeout=30).ids == want
 
 
+def test_a_call_still_waiting_when_the_scheduler_closes_gets_an_error(model, scheduler):
+    """A call queued behind another when close() comes is answered with an error, not left waiting forever."""
+    s = scheduler(slots=2, context=64)
+    late = {}
+
+    def queue_another_then_close():
+        def caller():
+            try:
+                s.call(lambda: "ran")
+            except RuntimeError as e:
+                late["error"] = str(e)
+
+        t = threading.Thread(target=caller)
+        t.start()
+        while not s._calls:  # the second call is queued (the loop thread is busy running this one)
+            time.sleep(0.01)
+        threading.Thread(target=s.close).start()
+        while not s._closed:
+            time.sleep(0.01)
+        late["thread"] = t
+
+    s.call(queue_another_then_close)
+    late["thread"].join(timeout=10)
+    assert not late["thread"].is_alive() and late["error"] == "the scheduler was closed"
+
+
 def test_a_model_error_fails_the_running_requests_not_the_scheduler(model, scheduler):
     (p,) = prompts([6], seed=6)
     want = alone(model, p, 5).ids
