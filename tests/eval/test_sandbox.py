@@ -109,16 +109,18 @@ def test_the_environment_is_empty(kind, monkeypatch):
     assert r.passed and r.stdout.strip() == "['HOME', 'LANG']", r.stdout
 
 
-def test_cannot_write_outside_and_leaves_nothing(kind, tmp_path):
+def test_cannot_write_outside_and_leaves_nothing(kind, tmp_path, monkeypatch):
+    # the sandbox's working folders go in a temp dir of this test's own, so other tests (or pytest workers) that
+    # write to /tmp at the same time cannot make "leaves nothing" pass or fail
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     target = tmp_path / "escape.txt"
-    marker = os.path.join(tempfile.gettempdir(), "camelid-sandbox-marker")
-    src = (
-        f"open('inside.txt', 'w').write('x')\nopen({marker!r}, 'w').write('x')\nopen({str(target)!r}, 'w').write('x')\n"
-    )
-    before = set(os.listdir(tempfile.gettempdir()))
+    marker = temp / "camelid-sandbox-marker"
+    src = "".join(f"open({str(p)!r}, 'w').write('x')\n" for p in ("inside.txt", marker, target))
     r = run_python(src, kind=kind)
-    assert not r.passed and not target.exists() and not os.path.exists(marker)
-    assert set(os.listdir(tempfile.gettempdir())) - before == set()
+    assert not r.passed and not target.exists() and not marker.exists()
+    assert os.listdir(temp) == []
 
 
 def test_fork_bomb_is_stopped_and_reaped(kind):
