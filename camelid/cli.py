@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -221,8 +222,11 @@ def cmd_serve(a: argparse.Namespace) -> int:
         max_queue=a.max_queue,
         max_context=a.max_context,
     )
+    api_key = a.api_key or os.environ.get("CAMELID_API_KEY") or None
+    if a.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        log.warning("serving on %s without --api-key: anyone who can reach the port can use the model", a.host)
     try:  # the port first, so that a busy one fails before the model loads
-        server = make_server(None, a.host, a.port, limits.backlog)
+        server = make_server(None, a.host, a.port, limits.backlog, api_key)
     except OSError as e:
         raise InputError(f"cannot listen on {a.host}:{a.port}: {e.strerror}; choose another --port") from None
     loaded = _load(a)
@@ -232,7 +236,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
     full = loaded.model.args.max_seq_len
     context = f"context {engine.context}" + (f" of the model's {full}" if engine.context < full else "")
     slots = f"{limits.slots} slots, queue {limits.max_queue}"
-    print(f"serving '{engine.name}' ({loaded.format}, {context}, {slots}) on http://{host}:{port}/v1", flush=True)
+    auth = ", API key required" if api_key else ""
+    print(f"serving '{engine.name}' ({loaded.format}, {context}, {slots}{auth}) on http://{host}:{port}/v1", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

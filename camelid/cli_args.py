@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     p.add_argument("--name", help="the model id clients send as `model` (default: the --model value)")
+    p.add_argument(
+        "--api-key",
+        help="a key every request must send as 'Authorization: Bearer KEY' (401 otherwise; /health and /metrics "
+        "stay open); default: $CAMELID_API_KEY, else none",
+    )
     g = p.add_argument_group("limits per request (each refused with a 4xx before any model work)")
     g.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes, help="bytes of one request body")
     g.add_argument("--max-prompts", type=int, default=Limits.max_prompts, help="prompts in one completions request")

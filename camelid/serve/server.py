@@ -4,6 +4,7 @@ chunked transfer encoding."""
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import logging
 import socket
@@ -27,6 +28,7 @@ from camelid.serve.limits import Limits
 
 log = logging.getLogger(__name__)
 READ_TIMEOUT = 30.0  # seconds a connection may leave the server waiting for bytes it announced (or a next request)
+OPEN_PATHS = ("/health", "/metrics")  # answered without the API key: probes and scrapers
 
 
 def _refuse_constant(name: str):
@@ -58,6 +60,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "camelid"
     timeout = READ_TIMEOUT  # on the connection's socket (socketserver sets it): a stalled client is let go
     engine: Engine  # set on the subclass made by `make_server`
+    api_key: bytes | None = None  # when set, every path but OPEN_PATHS needs "Authorization: Bearer <key>"
 
     def log_message(self, fmt: str, *args) -> None:
         log.info("%s %s", self.address_string(), fmt % args)
@@ -69,6 +72,8 @@ class Handler(BaseHTTPRequestHandler):
         data = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        if status == 401:
+            self.send_header("WWW-Authenticate", "Bearer")
         self.send_header("Content-Length", str(len(data)))
         if self.close_connection:  # said, so the client does not send its next request here
             self.send_header("Connection", "close")
@@ -144,10 +149,24 @@ class Handler(BaseHTTPRequestHandler):
             raise APIError(400, "the request body is nested too deeply") from None
         return body
 
+    def _check_key(self, path: str) -> None:
+        """401 unless the request carries the server's API key (compared in constant time), or needs none."""
+        if self.api_key is None or path in OPEN_PATHS:
+            return
+        scheme, _, given = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.api_key):
+            raise APIError(
+                401,
+                "missing or wrong API key: send the header 'Authorization: Bearer KEY' with the key the server "
+                "was started with (camelid serve --api-key, or CAMELID_API_KEY)",
+                kind="authentication_error",
+            )
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?")[0].rstrip("/")
         try:
             self._read_body()  # a GET with a body: read past it
+            self._check_key(path)
         except APIError as e:
             self._json(e.status, e.body())
             return
@@ -171,6 +190,7 @@ class Handler(BaseHTTPRequestHandler):
         streaming = False
         try:
             raw = self._read_body()  # first, even for a request refused: the connection stays in step
+            self._check_key(path)
             if path not in routes and path not in simple:
                 raise APIError(404, f"no such endpoint: POST {path}", kind="not_found_error")
             body = self._parse(raw)
@@ -266,10 +286,14 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-def make_server(engine: Engine | None, host: str, port: int, backlog: int = Limits.backlog) -> ThreadingHTTPServer:
+def make_server(
+    engine: Engine | None, host: str, port: int, backlog: int = Limits.backlog, api_key: str | None = None
+) -> ThreadingHTTPServer:
     """The HTTP server (listening, not yet serving); its handler's `engine` may be set later. `backlog`: the
-    connections the socket queues (the standard library's default of 5 reset clients under a 16-client load)."""
-    handler = type("CamelidHandler", (Handler,), {"engine": engine})
+    connections the socket queues (the standard library's default of 5 reset clients under a 16-client load).
+    `api_key`: the bearer token every request but /health and /metrics must carry (401 otherwise)."""
+    key = api_key.encode() if api_key else None
+    handler = type("CamelidHandler", (Handler,), {"engine": engine, "api_key": key})
     server_class = type("CamelidHTTPServer", (ThreadingHTTPServer,), {"request_queue_size": backlog})
     server = server_class((host, port), handler)
     server.daemon_threads = True

@@ -1,6 +1,7 @@
 """`camelid serve` as a subprocess on a free port, for tests that talk to it over HTTP."""
 
 import contextlib
+import os
 import subprocess
 import sys
 
@@ -8,10 +9,13 @@ import pytest
 
 
 @contextlib.contextmanager
-def served(model: str, *options: str):
-    """Yield the base URL (http://HOST:PORT/v1) of `camelid serve --model MODEL OPTIONS` on the CPU."""
+def served(model: str, *options: str, env: dict[str, str] | None = None):
+    """Yield the base URL (http://HOST:PORT/v1) of `camelid serve --model MODEL OPTIONS` on the CPU (with `env`
+    added to this process's environment)."""
     cmd = [sys.executable, "-m", "camelid", "serve", "--model", model, "--port", "0", "--device", "cpu", *options]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
     try:
         line = proc.stdout.readline()  # "serving 'NAME' (...) on http://HOST:PORT/v1"
         if not line.startswith("serving"):
