@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="an OpenAI-compatible HTTP server (completions, chat, streaming, logprobs)",
         description="Serve one model over HTTP with OpenAI's API: GET /v1/models, POST /v1/completions, "
-        "POST /v1/chat/completions (stream, n, stop, seed, logprobs, echo), plus vLLM's /tokenize, /detokenize "
-        "and /tokenizer_info (used by lm-eval-harness's local-completions model). Requests are batched "
+        "POST /v1/chat/completions (stream, n, stop, seed, logprobs, echo, response_format), plus vLLM's "
+        "/tokenize, /detokenize and /tokenizer_info (used by lm-eval-harness's local-completions model). Requests are "
+        "batched "
         "continuously: they join the running batch between decode steps and leave it when done.",
     )
     _model_options(p)

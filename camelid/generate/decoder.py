@@ -137,15 +137,17 @@ class Decoder:
 
     # -- decode -----------------------------------------------------------------------------------------------
 
-    def _step_fn(self, batch: int, filtered: bool | None, logprobs: int, span: int | None):
-        key = (self.compile, batch, filtered, logprobs, span)
+    def _step_fn(self, batch: int, filtered: bool | None, logprobs: int, span: int | None, masked: bool = False):
+        key = (self.compile, batch, filtered, logprobs, span, masked)
         if key not in self._steps:
             model = self.model
             rows = None if batch == self.batch else slice(0, batch)
 
-            def step(tokens, positions, temperature, top_k, top_p, seed, counter):
+            def step(tokens, positions, temperature, top_k, top_p, seed, counter, allowed=None):
                 logits = model(tokens[:, None], input_pos=positions[:, None], rows=rows, span=span)[:, -1].float()
-                ids = sample_rows(logits, temperature, top_k, top_p, seed, counter, filtered)
+                # a grammar's mask limits what is sampled; log-probs stay the model's own
+                pick = logits if allowed is None else logits.masked_fill(~allowed, float("-inf"))
+                ids = sample_rows(pick, temperature, top_k, top_p, seed, counter, filtered)
                 if not logprobs:
                     return ids, None, None, None
                 lp = torch.log_softmax(logits, dim=-1)
@@ -174,18 +176,21 @@ class Decoder:
         filtered: bool | None = False,
         logprobs: int = 0,
         span: int | None = None,
+        allowed: torch.Tensor | None = None,
     ) -> StepOutput:
         """One token for each of the first B cache rows: write `tokens` (B,) at `positions` (B,), sample the next
         ids with each row's parameters. `logprobs` 0: ids only; 1: and their log-probs; k > 1: and the k-1
         likeliest alternatives. A server passes all its rows (idle ones too, their results ignored), so the
         shapes, and the compiled step, stay the same from step to step. `span`, when given, bounds every row's
         position (all < span): attention then reads only the cache's first slots, rounded up to a power of two
-        (so a compiled step serves many steps, and a long cache costs a short generation nothing)."""
+        (so a compiled step serves many steps, and a long cache costs a short generation nothing). `allowed`,
+        when given, (B, V) bool: each row samples only among its True tokens (structured output)."""
         if span is not None:
             span = min(self.length, _next_pow2(span))
             span = None if span >= self.length else span
-        fn = self._step_fn(tokens.shape[0], filtered, logprobs, span)
-        ids, chosen, top_i, top_v = fn(tokens, positions, temperature, top_k, top_p, seed, counter)
+        fn = self._step_fn(tokens.shape[0], filtered, logprobs, span, allowed is not None)
+        extra = () if allowed is None else (allowed,)
+        ids, chosen, top_i, top_v = fn(tokens, positions, temperature, top_k, top_p, seed, counter, *extra)
 
         def own(t):  # a compiled step's outputs may be its static buffers: copy them out
             return None if t is None else t.clone()

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from camelid.errors import InputError
+from camelid.generate.constrain import Constraint
 from camelid.generate.decoder import PREFILL_CHUNK, decoder_for
 from camelid.generate.engine import GenerationCancelledError, RowOutput, check_fits
 from camelid.generate.sampling import SamplingParams, batch_mode, fresh_seed, row_tensors, sample_rows
@@ -51,6 +52,9 @@ class Request:
     top_logprobs: int = 0
     on_done: Callable[[], None] | None = None
     """Called (on the loop thread) once the request has finished, failed or been cancelled."""
+    constraint: Constraint | None = None
+    """A grammar the output must follow (structured output): only tokens it allows are sampled, and the
+    request stops ("stop") once the output is complete."""
 
 
 @dataclass
@@ -247,6 +251,11 @@ class Scheduler:
         if tok in r.stop_ids:
             out.stop_token = (tok, lp, pairs)
             return self._finish(job, "stop")
+        if r.constraint is not None:
+            try:
+                r.constraint.advance(tok)
+            except RuntimeError as e:
+                return self._finish(job, error=e)
         out.ids.append(tok)
         out.logprobs.append(lp)
         if r.top_logprobs:
@@ -254,6 +263,8 @@ class Scheduler:
         self.stats.generated_tokens += 1
         job.last = tok
         if r.should_stop is not None and r.should_stop(out.ids):
+            return self._finish(job, "stop")
+        if r.constraint is not None and r.constraint.complete:
             return self._finish(job, "stop")
         if len(out.ids) >= min(r.max_new_tokens, self.context - len(r.prompt)):
             return self._finish(job, "length")
@@ -281,7 +292,10 @@ class Scheduler:
             t, k, p, s = row_tensors([r.params], [r.seed], device)
             zero = torch.zeros(1, dtype=torch.int64, device=device)
             mode = None if r.params.greedy else r.params.filtered
-            tok = int(sample_rows(logits, t, k, p, s, zero, mode)[0])
+            pick = logits
+            if r.constraint is not None:
+                pick = logits.masked_fill(~r.constraint.allowed().to(device)[None], float("-inf"))
+            tok = int(sample_rows(pick, t, k, p, s, zero, mode)[0])
             lp_all = torch.log_softmax(logits[0], dim=-1)
             pairs = []
             if r.top_logprobs:
@@ -307,6 +321,13 @@ class Scheduler:
             positions[i], counters[i] = len(job.request.prompt) + n - 1, n
         t, k, p, s = row_tensors(params, seeds, device)
         want = 1 + max(j.request.top_logprobs for j in decoding)
+        allowed = None
+        if any(j.request.constraint is not None for j in decoding):
+            allowed = torch.ones((batch, self.model.args.vocab_size), dtype=torch.bool)
+            for job in decoding:
+                if job.request.constraint is not None:
+                    allowed[job.slot] = job.request.constraint.allowed()
+            allowed = allowed.to(device)
         out = self.decoder.decode(
             torch.tensor(tokens, device=device),
             torch.tensor(positions, device=device),
@@ -318,6 +339,7 @@ class Scheduler:
             batch_mode([j.request.params for j in decoding]),
             want,
             max(positions) + 1,
+            allowed,
         )
         self.stats.decode_steps += 1
         self.stats.rows_decoded += len(decoding)

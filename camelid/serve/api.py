@@ -11,6 +11,7 @@ from typing import Any
 
 from camelid.errors import CamelidError
 from camelid.generate.chat import chat_ids, chat_stop
+from camelid.generate.constrain import GrammarError, json_grammar
 from camelid.generate.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 from camelid.generate.text import GenerationResult
 from camelid.serve.engine import Engine, Scored
@@ -100,6 +101,31 @@ def _sampling(body: dict) -> SamplingParams:
     except CamelidError as e:
         param = next((k for k in ("temperature", "top_p", "top_k") if str(e).startswith(k)), None)
         raise APIError(400, str(e), param) from None
+
+
+def _grammar(engine: Engine, body: dict) -> str | None:
+    """OpenAI's `response_format`: None for text; the grammar of any JSON object (json_object) or of JSON
+    matching a schema (json_schema), compiled once here so that a bad schema is a 400 before any model work."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    try:
+        if kind == "json_object":
+            grammar = json_grammar(None)
+        elif kind == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+                raise GrammarError("'json_schema' must be an object with a 'schema' (a JSON Schema object)")
+            grammar = json_grammar(spec["schema"])
+        else:
+            raise GrammarError(f"'type' must be 'text', 'json_object' or 'json_schema', got {kind!r}")
+        engine.constraint(grammar)
+    except GrammarError as e:
+        raise APIError(400, f"response_format: {e}", "response_format") from None
+    return grammar
 
 
 # -- the model side ---------------------------------------------------------------------------------------
@@ -218,6 +244,9 @@ def completions(engine: Engine, body: dict, emit: Callable[[dict], None] | None)
     if stream and echo and logprobs is not None:
         raise APIError(400, "'echo' with 'logprobs' is not supported when streaming", "echo")
     params, stop = _sampling(body), _stop_list(body)
+    grammar = _grammar(engine, body)
+    if grammar is not None and (echo or max_tokens == 0):
+        raise APIError(400, "'response_format' cannot be combined with 'echo'", "response_format")
     top = logprobs or 0
     reply = Reply(engine, "cmpl", "text_completion")
     flat = [p for p in prompts for _ in range(n)]  # choice index = prompt index * n + k, as OpenAI numbers them
@@ -234,7 +263,7 @@ def completions(engine: Engine, body: dict, emit: Callable[[dict], None] | None)
             choices = engine.next_token(flat, [scored[i // n] for i in range(len(flat))], params, stop, seed, top)
         elif max_tokens:
             on_text = (lambda row, delta: emit(chunk(row, delta, None))) if stream else None
-            choices = engine.generate(flat, max_tokens, params, stop, seed, top, on_text, cancel)
+            choices = engine.generate(flat, max_tokens, params, stop, seed, top, on_text, cancel, grammar)
         else:
             choices = [GenerationResult(p, [], "", [], "length") for p in flat]
     usage = _usage(sum(len(p) for p in prompts), sum(_generated(c) for c in choices))
@@ -346,6 +375,7 @@ def chat_completions(engine: Engine, body: dict, emit: Callable[[dict], None] | 
             400, f"'top_logprobs' must be between 0 and {MAX_LOGPROBS} and needs 'logprobs': true", "top_logprobs"
         )
     params, stop = _sampling(body), _stop_list(body) + template_stop
+    grammar = _grammar(engine, body)
     reply = Reply(engine, "chatcmpl", "chat.completion.chunk")
     stream = emit is not None
 
@@ -362,7 +392,7 @@ def chat_completions(engine: Engine, body: dict, emit: Callable[[dict], None] | 
 
     with engine.turn() as cancel:
         choices = engine.generate(
-            [prompt] * n, max_tokens, params, stop, seed, top, on_text if stream else None, cancel
+            [prompt] * n, max_tokens, params, stop, seed, top, on_text if stream else None, cancel, grammar
         )
     usage = _usage(len(prompt), sum(_generated(c) for c in choices))
     if stream:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from camelid.errors import InputError
+from camelid.generate.constrain import Constraint
 from camelid.generate.engine import GenerationCancelledError, check_fits
 from camelid.generate.sampling import SamplingParams, fresh_seed, sample
 from camelid.generate.scheduler import Request, Scheduler
@@ -59,6 +60,10 @@ class Engine:
                 f"(the model's is {self.model.args.max_seq_len}: camelid serve --max-context); shorten it"
             )
         check_fits(len(prompt), self.context)
+
+    def constraint(self, grammar: str) -> Constraint:
+        """A fresh matcher of `grammar` for one sequence (GrammarError, one line, when it does not compile)."""
+        return Constraint(self.tokenizer, grammar, self.tokenizer.stop_ids, self.model.args.vocab_size)
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[Callable[[], str | None]]:
@@ -156,10 +161,12 @@ class Engine:
         top: int,
         on_text: Callable[[int, str], None] | None = None,
         cancel: Callable[[], str | None] | None = None,
+        grammar: str | None = None,
     ) -> list[GenerationResult]:
         """Continue each prompt, every one a sequence of its own on the scheduler (so they batch with those of
         other requests); `on_text(row, delta)` streams the text as it is made, on this thread; `cancel` as
-        `turn` yields it. Raises `QueueFullError` when the scheduler's queue cannot take them all."""
+        `turn` yields it; `grammar` (llguidance's, see `camelid.generate.constrain`) constrains every row's
+        output. Raises `QueueFullError` when the scheduler's queue cannot take them all."""
         streams = [TextStream(self.tokenizer, p, stop) for p in prompts]
         events: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -178,7 +185,17 @@ class Engine:
         seeds = [fresh_seed() if seed is None else seed + i for i in range(len(prompts))]
         stop_ids = frozenset(self.tokenizer.stop_ids)
         requests = [
-            Request(p, max_tokens, params, seeds[i], stop_ids, rule(i), top, on_done=lambda: events.put(None))
+            Request(
+                p,
+                max_tokens,
+                params,
+                seeds[i],
+                stop_ids,
+                rule(i),
+                top,
+                on_done=lambda: events.put(None),
+                constraint=None if grammar is None else self.constraint(grammar),
+            )
             for i, p in enumerate(prompts)
         ]
         for p in prompts:

@@ -214,3 +214,75 @@ def test_a_busy_port_is_a_one_line_error():
     assert p.stderr.strip() == (
         f"error: cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port"
     )
+
+
+PLACE = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 24},
+        "country": {"type": "string", "maxLength": 24},
+        "population_millions": {"type": "integer", "minimum": 0, "maximum": 100},
+        "kind": {"enum": ["capital", "town", "village"]},
+    },
+    "required": ["city", "country", "population_millions", "kind"],
+    "additionalProperties": False,
+}
+POEM = [{"role": "user", "content": "Write a two-line poem about the sea."}]
+
+
+def test_json_schema_output_follows_the_schema_greedy_sampled_and_streamed(client):
+    """response_format json_schema (OpenAI's structured outputs): every choice is JSON valid against the
+    schema, greedy, sampled at temperature 1 and streamed, on a prompt whose free answer is not JSON."""
+    jsonschema = pytest.importorskip("jsonschema")
+    free = client.chat.completions.create(model=MODEL, messages=POEM, max_tokens=40, temperature=0)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(free.choices[0].message.content)
+    fmt = {"type": "json_schema", "json_schema": {"name": "place", "schema": PLACE, "strict": True}}
+    greedy = client.chat.completions.create(
+        model=MODEL, messages=POEM, max_tokens=80, temperature=0, response_format=fmt
+    )
+    sampled = client.chat.completions.create(
+        model=MODEL, messages=POEM, max_tokens=80, temperature=1.0, n=3, seed=7, response_format=fmt
+    )
+    answers = [c.message.content for c in greedy.choices + sampled.choices]
+    stream = client.chat.completions.create(
+        model=MODEL, messages=POEM, max_tokens=80, temperature=0, response_format=fmt, stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert streamed == answers[0]
+    for choice in greedy.choices + sampled.choices:
+        assert choice.finish_reason == "stop"
+    for text in answers:
+        jsonschema.validate(json.loads(text), PLACE)
+    print("structured answers:", answers)
+
+
+def test_json_object_mode_and_the_clients_parse_helper(client):
+    pydantic = pytest.importorskip("pydantic")
+
+    class Colour(pydantic.BaseModel):
+        name: str
+        hex_code: str
+
+    json_object = {"response_format": {"type": "json_object"}}  # the legacy endpoint, as vLLM takes it
+    r = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=40, temperature=0, extra_body=json_object)
+    assert isinstance(json.loads(r.choices[0].text), dict)
+    messages = [{"role": "user", "content": "Name one colour, with its hex code."}]
+    parsed = client.chat.completions.parse(model=MODEL, messages=messages, max_tokens=60, temperature=0,
+                                           response_format=Colour)  # fmt: skip
+    assert isinstance(parsed.choices[0].message.parsed, Colour)
+
+
+def test_a_bad_response_format_is_a_400_and_the_server_goes_on(client, server):
+    for fmt, words in (
+        ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}, "nonsense"),
+        ({"type": "json_schema", "json_schema": {"name": "x"}}, "'schema'"),
+        ({"type": "xml"}, "'xml'"),
+    ):
+        status, r = post(server, "/v1/chat/completions",
+                         {"messages": POEM, "max_tokens": 4, "response_format": fmt})  # fmt: skip
+        assert status == 400 and r["error"]["param"] == "response_format" and words in r["error"]["message"], r
+    with pytest.raises(openai.BadRequestError, match="echo"):
+        client.completions.create(model=MODEL, prompt="x", max_tokens=2, echo=True,
+                                  extra_body={"response_format": {"type": "json_object"}})  # fmt: skip
+    assert client.completions.create(model=MODEL, prompt="x", max_tokens=2).usage.completion_tokens >= 1
