@@ -1,7 +1,8 @@
 """Quantized GGUF files both ways: llama.cpp's own quantizer makes Q4_K_M, Q5_K_M, Q6_K, Q8_0 and Q4_0 files from an
 F32 GGUF of the embedded model and camelid runs them packed; `camelid quantize` writes Q8_0, Q4_0 and Q4_1 files
 and llama.cpp runs them. On the same file, camelid's logits agree with llama.cpp's, teacher-forced on held-out
-text, through camelid's packed decode kernels (one token per step) and through its prefill (many rows)."""
+text, through camelid's packed decode kernels (one token per row per step, the texts batched) and through its
+prefill (many rows)."""
 
 from collections import Counter
 
@@ -64,23 +65,36 @@ def test_camelid_reads_every_type_and_its_blocks_equal_ggufs(files, ftype):
     assert release.quantized and all(qw.group_size == 32 for qw in release.quantized.values())
 
 
+def decode_steps(model, id_lists: list[list[int]]) -> list[torch.Tensor]:
+    """Teacher-forced logits through the decode path: the texts as rows of one batch (as a server decodes them),
+    one token per row per step, each row at its own positions; a row past its text's end is fed 0, not kept."""
+    b, longest = len(id_lists), max(map(len, id_lists))
+    out: list[list[torch.Tensor]] = [[] for _ in id_lists]
+    with torch.inference_mode():
+        model.setup_caches(b, longest)
+        for i in range(longest):
+            tokens = torch.tensor([[ids[i] if i < len(ids) else 0] for ids in id_lists])
+            logits = model(tokens, input_pos=torch.full((b, 1), i))[:, 0].float()
+            for row, ids in enumerate(id_lists):
+                if i < len(ids):
+                    out[row].append(logits[row])
+        model.clear_caches()
+    return [torch.stack(rows) for rows in out]
+
+
 def logits_both(path, ours, llm, texts):
     """(camelid decode-step logits, camelid prefill logits, llama.cpp logits) per text, teacher-forced."""
-    out = []
     model = ours.model
+    id_lists = []
     for text in texts:
         ids = ours.tokenizer.encode(text)
         assert ids == llm.tokenize(text.encode(), add_bos=False, special=False)
-        theirs = torch.from_numpy(lc.teacher_forced(llm, ids))
-        with torch.inference_mode():
-            model.setup_caches(1, len(ids))
-            steps = torch.cat([
-                model(torch.tensor([[tok]]), input_pos=torch.tensor([[i]]))[0].float() for i, tok in enumerate(ids)
-            ])  # fmt: skip
-            model.clear_caches()
-            prefill = model(torch.tensor([ids]))[0].float()
-        out.append((steps, prefill, theirs))
-    return out
+        id_lists.append(ids)
+    theirs = [torch.from_numpy(lc.teacher_forced(llm, ids)) for ids in id_lists]
+    steps = decode_steps(model, id_lists)
+    with torch.inference_mode():
+        prefill = [model(torch.tensor([ids]))[0].float() for ids in id_lists]
+    return list(zip(steps, prefill, theirs))
 
 
 def agreement(pairs) -> tuple[float, float, int]:
