@@ -87,7 +87,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint $(VENV)/.llama_cpp $(VENV)/.kenlm
-	CAMELID_LLAMA_CPP_SRC=$(LLAMA_CPP_SRC) $(BIN)/python -m pytest
+	CAMELID_LLAMA_CPP_SRC=$(LLAMA_CPP_SRC) $(BIN)/python -m pytest --durations=40
 
 format: $(STAMP)
 	$(BIN)/ruff format .
