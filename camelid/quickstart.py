@@ -189,7 +189,7 @@ warmup_steps = 10
 global_batch_tokens = 8192
 micro_batch = 16
 steps = {steps}
-precision = "bf16-autocast"
+precision = "auto"  # bf16-autocast where this CPU has native bf16, else fp32
 device = "cpu"
 seed = {seed}
 

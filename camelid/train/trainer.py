@@ -129,6 +129,16 @@ def plan_batches(cfg: JobConfig, dp: int) -> BatchPlan:
     return BatchPlan(global_seqs, per_dp, accum, steps)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`training.precision` with "auto" decided for `device`: bf16-autocast where bf16 matmuls are native (a GPU,
+    a CPU with AVX-512 BF16 or AMX), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16-autocast"
+    return "bf16-autocast" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
 class Trainer:
     def __init__(self, cfg: JobConfig) -> None:
         self.cfg = cfg
@@ -172,19 +182,20 @@ class Trainer:
 
     def _build_model(self) -> Transformer:
         t = self.cfg.training
+        self.precision = resolve_precision(t.precision, self.device)
         with torch.device("meta"):
             model = Transformer(self.args)
-        fsdp_bf16 = t.precision == "bf16-autocast" and self.dims.dp_shard > 1
+        fsdp_bf16 = self.precision == "bf16-autocast" and self.dims.dp_shard > 1
         parallelize(
             model, self.mesh, self.dims, t.activation_checkpointing, t.compile, torch.bfloat16 if fsdp_bf16 else None
         )
         model.to_empty(device=self.device)
         model.tie_weights()
         init_weights(model, t.seed)
-        if t.precision == "bf16":
+        if self.precision == "bf16":
             model.to(torch.bfloat16)
         # FSDP2 casts parameters itself; otherwise bf16-autocast runs the matmuls under torch.autocast.
-        self.autocast = t.precision == "bf16-autocast" and not fsdp_bf16
+        self.autocast = self.precision == "bf16-autocast" and not fsdp_bf16
         return model.train()
 
     def _build_optimizer(self) -> torch.optim.Optimizer:

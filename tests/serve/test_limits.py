@@ -70,9 +70,10 @@ def test_a_request_past_its_deadline_is_stopped(debug_checkpoint):
         got, err, took = post(url, "/completions", body)
         assert got == 503 and "deadline of 0.02 s" in err["error"]["message"], err
         assert took < 10
-        # the server goes on serving: a one-token request has no decode step for the deadline to stop
-        got, body, _ = post(url, "/completions", {"prompt": "hello", "max_tokens": 1, "temperature": 0})
-        assert got == 200 and body["usage"]["completion_tokens"] == 1, body
+        # the server goes on serving (on a loaded machine even a one-token prefill can take more than 20 ms,
+        # so the next request is one that needs no model time)
+        got, body, _ = post(url.removesuffix("/v1"), "/tokenize", {"prompt": "hello"})
+        assert got == 200 and body["count"] >= 1, body
 
 
 def test_max_tokens_is_capped_to_the_context(base):
