@@ -20,7 +20,7 @@ from camelid.formats.gguf_file import GGUFFile  # noqa: E402
 from tests.peers import llama_cpp_tools as lc  # noqa: E402
 from tests.peers.texts import UNSEEN  # noqa: E402
 
-# half of the held-out texts (285 positions): each check runs camelid three ways and llama.cpp once on them, 8
+# half of the held-out texts (308 positions): each check runs camelid three ways and llama.cpp once on them, 8
 # checks in all, and on a 2-core AVX2 CPU the whole 8 texts made this module the test suite's longest by far
 TEXTS = UNSEEN[:4]
 
