@@ -139,12 +139,9 @@ class Constraint:
         import llguidance
 
         self._tok = lltokenizer(tokenizer, stop_ids)
-        error = llguidance.LLMatcher.validate_grammar(grammar, self._tok)
-        if error:
-            raise GrammarError(f"the grammar does not compile: {error.splitlines()[0][:300]}")
-        self.matcher = llguidance.LLMatcher(self._tok, grammar, log_level=0)
+        self.matcher = llguidance.LLMatcher(self._tok, grammar, log_level=0)  # a bad grammar: an error state
         if self.matcher.is_error():
-            raise GrammarError(f"the grammar does not compile: {self.matcher.get_error()[:300]}")
+            raise GrammarError(f"the grammar does not compile: {self.matcher.get_error().splitlines()[0][:300]}")
         self.vocab_size = vocab_size
 
     def allowed(self) -> torch.Tensor:
